@@ -1,0 +1,172 @@
+"""The document store interface: users, refresh tokens, devices, notifications.
+
+Two implementations live beside this file: ``sqlite.py`` (the embedded
+default) and ``mongo.py`` (MongoDB through motor). Both pass the same
+contract suite in ``tests/test_store_contract.py``.
+
+Records cross this interface as plain dicts whose keys are the field names of
+DESIGN.md with ``id`` instead of ``_id``. Every datetime is timezone-aware UTC
+truncated to whole milliseconds (MongoDB keeps no more), so a record reads
+back exactly as it was written. Booleans are ``bool``. Nothing here knows
+about HTTP; uniqueness violations surface as ``DuplicateKey``.
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, truncated to milliseconds (the precision both stores keep)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class NotificationQuery:
+    """Filters for listing one user's notifications, newest first.
+
+    ``before`` is the (created_at, id) of the last item of the previous page:
+    the page holds items strictly older in that order, so ties on created_at
+    are broken by id descending and no item is skipped or repeated.
+    ``q`` matches title, body or app_name, case-insensitively, as a plain
+    substring (no pattern syntax).
+    """
+
+    user_id: str
+    limit: int = 50
+    before: tuple[dt.datetime, str] | None = None
+    app_name: str | None = None
+    category: str | None = None
+    is_read: bool | None = None
+    is_dismissed: bool | None = None
+    q: str | None = None
+
+
+class DocumentStore(abc.ABC):
+    """Durable records. Every method is a coroutine and safe to call concurrently."""
+
+    backend: str = "abstract"
+
+    # -- life cycle -------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create tables/indexes if missing. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the backing database cannot answer right now."""
+
+    # -- users ------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_user(self, user: Record) -> Record:
+        """Insert ``{id, email, password_hash, created_at}``.
+
+        ``email`` is stored lower-cased; raise ``DuplicateKey`` if taken.
+        """
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> Record | None: ...
+
+    @abc.abstractmethod
+    async def get_user_by_email(self, email: str) -> Record | None:
+        """Look up case-insensitively."""
+
+    # -- refresh tokens -----------------------------------------------------
+    @abc.abstractmethod
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, expires_at: dt.datetime
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def use_refresh_token(self, token_hash: str, now: dt.datetime) -> str:
+        """Atomically mark a refresh token used.
+
+        Returns ``"ok"`` if it was unused and unexpired (now it is used),
+        ``"reused"`` if it had already been used, ``"unknown"`` if absent or
+        expired. Two concurrent calls for one token: exactly one gets "ok".
+        """
+
+    @abc.abstractmethod
+    async def revoke_refresh_tokens(self, user_id: str) -> None:
+        """Make every refresh token of the user unusable."""
+
+    # -- devices ------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_device(self, device: Record) -> tuple[Record, bool]:
+        """Insert ``{id, user_id, device_name, device_type, push_token,
+        last_seen, created_at, revoked_at}``.
+
+        If a device with that id exists: for the same user return
+        ``(existing, False)`` unchanged (revoked or not: the caller decides);
+        for another user raise ``DuplicateKey``. Otherwise ``(device, True)``.
+        """
+
+    @abc.abstractmethod
+    async def get_device(self, device_id: str) -> Record | None:
+        """Any device by id, revoked ones included."""
+
+    @abc.abstractmethod
+    async def list_devices(self, user_id: str) -> list[Record]:
+        """The user's devices that are not revoked, oldest first."""
+
+    @abc.abstractmethod
+    async def update_device(
+        self, user_id: str, device_id: str, fields: Record
+    ) -> Record | None:
+        """Set ``fields`` (device_name, push_token, last_seen) on a live device
+        of that user; None if there is no such live device."""
+
+    @abc.abstractmethod
+    async def revoke_device(
+        self, user_id: str, device_id: str, now: dt.datetime
+    ) -> bool:
+        """Set revoked_at on a live device of that user; False if none."""
+
+    # -- notifications ------------------------------------------------------
+    @abc.abstractmethod
+    async def create_notification(self, notification: Record) -> tuple[Record, bool]:
+        """Insert ``{id, user_id, source_device_id, source_key, app_name, title,
+        body, category, priority, is_read, is_dismissed, created_at,
+        updated_at, expires_at}``.
+
+        When ``source_key`` is not None and the same user already has a
+        notification with the same ``(source_device_id, source_key)``
+        (source_device_id may be None), return ``(existing, False)`` and
+        insert nothing; concurrent duplicates resolve to one record.
+        """
+
+    @abc.abstractmethod
+    async def get_notification(
+        self, user_id: str, notification_id: str
+    ) -> Record | None:
+        """None when absent or when it belongs to another user."""
+
+    @abc.abstractmethod
+    async def delete_notification(self, user_id: str, notification_id: str) -> None:
+        """Remove one (used to undo an insert whose fan-out failed)."""
+
+    @abc.abstractmethod
+    async def list_notifications(self, query: NotificationQuery) -> list[Record]:
+        """At most ``query.limit`` records, newest first (created_at desc, id desc)."""
+
+    @abc.abstractmethod
+    async def set_notification_flags(
+        self, user_id: str, notification_id: str, flags: Record, now: dt.datetime
+    ) -> Record | None:
+        """Atomically set the given boolean flags (is_read, is_dismissed) to
+        True and updated_at to ``now``; return the record after the change,
+        or None if the user has no such notification. Flags never go back
+        to False, so concurrent calls converge."""
+
+    @abc.abstractmethod
+    async def purge_expired(self, now: dt.datetime) -> int:
+        """Delete notifications whose expires_at <= now; return how many."""
