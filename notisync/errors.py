@@ -75,3 +75,25 @@ class Unavailable(ApiError):
 
 class DuplicateKey(Exception):
     """Raised by a document store when a unique constraint is violated."""
+
+
+def dependency_failure(exc: BaseException) -> ApiError | None:
+    """Map a failure of Redis or the database to a 503, or None if it is not one.
+
+    Imports are local so this module stays free of driver dependencies.
+    """
+    import sqlite3
+
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, (RedisError, ConnectionError, TimeoutError)):
+        return Unavailable("real-time service unavailable; retry", code="redis_unavailable")
+    if isinstance(exc, sqlite3.OperationalError):
+        return Unavailable("database unavailable; retry", code="store_unavailable")
+    try:
+        from pymongo.errors import PyMongoError
+    except ImportError:  # pragma: no cover - pymongo comes with motor
+        return None
+    if isinstance(exc, PyMongoError):
+        return Unavailable("database unavailable; retry", code="store_unavailable")
+    return None

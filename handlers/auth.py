@@ -1,0 +1,38 @@
+"""POST /auth/register, /auth/login, /auth/refresh."""
+from __future__ import annotations
+
+from handlers.base import BaseHandler
+from notisync import schemas
+
+
+class RegisterHandler(BaseHandler):
+    auth_required = False
+
+    async def post(self) -> None:
+        data = schemas.load(schemas.REGISTER, self.json_body())
+        user = await self.services.accounts.register(data["email"], data["password"])
+        self.respond(201, {"user": user})
+
+
+class LoginHandler(BaseHandler):
+    auth_required = False
+
+    async def post(self) -> None:
+        data = schemas.load(schemas.LOGIN, self.json_body())
+        result = await self.services.accounts.login(data["email"], data["password"], self.request.remote_ip or "")
+        self.respond(200, result)
+
+
+class RefreshHandler(BaseHandler):
+    auth_required = False
+
+    async def post(self) -> None:
+        data = schemas.load(schemas.REFRESH, self.json_body())
+        self.respond(200, await self.services.accounts.refresh(data["refresh_token"]))
+
+
+routes = [
+    (r"/api/v1/auth/register", RegisterHandler),
+    (r"/api/v1/auth/login", LoginHandler),
+    (r"/api/v1/auth/refresh", RefreshHandler),
+]

@@ -1,0 +1,155 @@
+"""The one base handler: CORS, bearer auth (deny by default), bounded JSON
+bodies, and every error — ours or Tornado's — in the SPEC's JSON shape."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import tornado.web
+from tornado.web import HTTPError
+
+from notisync.errors import ApiError, BadRequest, NotFound, TooLarge, Unauthorized, dependency_failure
+from notisync.services import Services
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    429: "rate_limited", 503: "service_unavailable",
+}
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    #: Routes that need no token set this to False.
+    auth_required = True
+
+    user_id: str
+
+    # -- plumbing -----------------------------------------------------------
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        origin = self.request.headers.get("Origin")
+        if origin and self.services.settings.origin_allowed(origin):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: answered without auth, since it carries no token."""
+        origin = self.request.headers.get("Origin")
+        if origin and self.services.settings.origin_allowed(origin):
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID")
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    async def prepare(self) -> None:
+        self._body = bytearray()
+        self._too_large = False
+        limit = self.services.settings.max_body_size
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            raise TooLarge(f"request body is larger than {limit} bytes")
+        if self.request.method != "OPTIONS" and self.auth_required:
+            self.user_id = self._authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished or self._too_large:
+            return
+        if len(self._body) + len(chunk) > self.services.settings.max_body_size:
+            self._too_large = True
+            self._body.clear()
+            return
+        self._body.extend(chunk)
+
+    def _authenticate(self) -> str:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing bearer token", code="missing_token")
+        return self.services.tokens.verify(token.strip(), "access")
+
+    # -- input ----------------------------------------------------------------
+    def json_body(self) -> Any:
+        if self._too_large:
+            raise TooLarge(f"request body is larger than {self.services.settings.max_body_size} bytes")
+        if not self._body:
+            raise BadRequest("request body must be JSON", code="invalid_json")
+        try:
+            return json.loads(bytes(self._body))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+
+    def query_params(self) -> dict[str, str]:
+        """Single-valued query arguments (the last one wins if repeated)."""
+        return {k: self.get_query_argument(k) for k in self.request.query_arguments}
+
+    def device_header(self) -> str | None:
+        value = self.request.headers.get("X-Device-ID")
+        return value.strip() or None if value else None
+
+    # -- output ----------------------------------------------------------------
+    def respond(self, status: int, data: Any = None, location: str | None = None) -> None:
+        self.set_status(status)
+        if location:
+            self.set_header("Location", location)
+        if data is None:
+            self.finish()
+        else:
+            self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = dependency_failure(exc) or exc if exc is not None else None
+        if isinstance(exc, ApiError):
+            self.set_status(exc.status)
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(exc.retry_after))
+            error = exc.to_dict()
+        elif status_code >= 500:
+            # Never leak a traceback; the log has it.
+            error = {"code": "internal_error", "message": "internal server error"}
+        else:
+            reason = exc.log_message if isinstance(exc, HTTPError) and exc.log_message else self._reason
+            error = {"code": _STATUS_CODES.get(status_code, "error"), "message": str(reason)}
+        self.finish(json.dumps({"error": error}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            log.debug("%s %s -> %s %s", self.request.method, self.request.path, value.status, value.code)
+        elif dependency_failure(value) is not None:
+            log.warning("%s %s: dependency down: %r", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown routes: a JSON 404 rather than Tornado's HTML page."""
+
+    auth_required = False
+
+    async def prepare(self) -> None:
+        raise NotFound("no such route", code="route_not_found")
+
+
+_TOKEN_RE = re.compile(r"(token=)[^&\s]+")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log with ``token=`` masked: URLs of /ws carry bearer tokens."""
+    status = handler.get_status()
+    logger = logging.getLogger("tornado.access")
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    uri = _TOKEN_RE.sub(r"\1***", handler.request.uri or "")
+    ms = 1000.0 * handler.request.request_time()
+    logger.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method, uri, handler.request.remote_ip, ms)

@@ -1,0 +1,199 @@
+"""/ws: one socket of one device. Auth, frames in, frames out, back-pressure.
+
+Everything about what a device receives lives in ``notisync.delivery``;
+this handler authenticates, parses client frames, calls the same use cases
+as REST, and writes frames with a bound on how far a client may fall behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import tornado.websocket
+from tornado.websocket import WebSocketClosedError
+
+from notisync import protocol, schemas
+from notisync.delivery import StreamState
+from notisync.errors import ApiError, NotFound, Unauthorized, dependency_failure
+from notisync.services import Services
+from notisync.views import notification_view
+
+log = logging.getLogger(__name__)
+
+# Frames written but not yet flushed to the kernel; past this the client is
+# not keeping up, and it recovers from its stream after reconnecting.
+MAX_PENDING_FRAMES = 5000
+# Token bucket per socket: a phone posting bursts is fine, a flood is not.
+RATE_PER_SECOND = 50.0
+RATE_BURST = 200.0
+ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
+
+
+class WebSocketHandler(tornado.websocket.WebSocketHandler):
+    user_id: str
+    device_id: str
+
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def check_origin(self, origin: str) -> bool:
+        # Bearer tokens, never cookies, authorize the socket, so a foreign
+        # origin cannot ride on a user's session; the list only narrows it.
+        return self.services.settings.origin_allowed(origin)
+
+    # -- life cycle ---------------------------------------------------------
+    async def open(self) -> None:
+        self.conn_id = uuid.uuid4().hex[:12]
+        self.sync = StreamState()
+        self._pending = 0
+        self._closed = False
+        self._subscribed = False
+        self._tokens = RATE_BURST
+        self._last_refill = time.monotonic()
+        self._rejected = 0
+        try:
+            device = await self._authenticate()
+        except ApiError as exc:
+            self.close(protocol.CLOSE_POLICY, exc.message[:120])
+            return
+        self._setup: asyncio.Future[None] = asyncio.ensure_future(self._connect(device))
+        await asyncio.shield(self._setup)
+
+    async def _authenticate(self) -> dict[str, Any]:
+        token = self.get_query_argument("token", None)
+        if not token:
+            scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        if not token:
+            raise Unauthorized("missing token")
+        self.user_id = self.services.tokens.verify(token, "access")
+        device_id = self.get_query_argument("device_id", None)
+        if not device_id:
+            raise NotFound("missing device_id")
+        device = await self.services.devices.require_live(self.user_id, device_id)
+        self.device_id = device_id
+        return device
+
+    async def _connect(self, device: dict[str, Any]) -> None:
+        last_id = self.get_query_argument("last_id", None)
+        try:
+            self._subscribed = True
+            await self.services.delivery.connect(self, device, last_id)
+            await self.services.devices.touch(self.user_id, self.device_id)
+        except Exception as exc:  # any failure here leaves the socket useless
+            if dependency_failure(exc) is None:
+                log.exception("websocket setup failed")
+            else:
+                log.warning("websocket setup failed: %r", exc)
+            self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable, retry")
+
+    def on_close(self) -> None:
+        self._closed = True
+        setup = getattr(self, "_setup", None)
+        if setup is not None:
+            asyncio.ensure_future(self._cleanup(setup))
+
+    async def _cleanup(self, setup: asyncio.Future[None]) -> None:
+        # A socket that drops mid-setup is torn down once setup has finished,
+        # so a half-registered socket never lingers in the hub or presence.
+        await asyncio.wait([setup])
+        try:
+            await self.services.delivery.disconnect(self, self._subscribed)
+            await self.services.devices.touch(self.user_id, self.device_id)
+        except Exception as exc:  # cleanup must not raise into the loop
+            log.warning("websocket cleanup incomplete: %r", exc)
+
+    # -- outgoing -------------------------------------------------------------
+    def send(self, frame: bytes) -> bool:
+        if self._closed:
+            return False
+        try:
+            written = self.write_message(frame)
+        except WebSocketClosedError:
+            return False
+        self._pending += 1
+        if self._pending > MAX_PENDING_FRAMES:
+            log.info("closing a socket that fell %d frames behind", self._pending)
+            self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
+            return False
+        written.add_done_callback(self._written)
+        return True
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self._pending -= 1
+        if not future.cancelled():
+            future.exception()  # consume a closed-stream error; on_close handles it
+
+    # -- incoming -------------------------------------------------------------
+    async def on_message(self, message: str | bytes) -> None:
+        if not hasattr(self, "device_id") or self._closed:
+            return
+        if not self._take_token():
+            return
+        frame_id: str | None = None
+        try:
+            envelope = json.loads(message)
+            if not isinstance(envelope, dict):
+                raise ApiError("frame must be a JSON object", code="invalid_frame")
+            raw_id = envelope.get("id")
+            frame_id = raw_id if isinstance(raw_id, str) else None
+            await self._dispatch(envelope, frame_id)
+        except ValueError:
+            self.send(protocol.error_frame("invalid_json", "frame is not valid JSON"))
+        except ApiError as exc:
+            self._send_error(exc, frame_id)
+        except Exception as exc:  # a frame must never kill the socket
+            mapped = dependency_failure(exc)
+            if mapped is None:
+                log.exception("websocket frame failed")
+                mapped = ApiError("internal error", code="internal_error", status=500)
+            self._send_error(mapped, frame_id)
+
+    async def _dispatch(self, envelope: dict[str, Any], frame_id: str | None) -> None:
+        kind = envelope.get("type")
+        data = envelope.get("data") if envelope.get("data") is not None else {}
+        notifications = self.services.notifications
+        ack: dict[str, Any] = {}
+        if kind == protocol.PING:
+            self.send(protocol.frame(protocol.PONG, {"timestamp": protocol.now_iso()}))
+        elif kind == protocol.NOTIFICATION_ACTION:
+            fields = schemas.load(schemas.WS_ACTION, data)
+            await notifications.act(self.user_id, fields["notification_id"], fields["action"], self.device_id)
+            ack["notification_id"] = fields["notification_id"]
+        elif kind == protocol.NEW_NOTIFICATION:
+            fields = schemas.load(schemas.NOTIFICATION_CREATE, data)
+            record, created = await notifications.create(self.user_id, fields, self.device_id)
+            ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
+        else:
+            raise ApiError(f"unknown frame type {kind!r}", code="unknown_type")
+        if frame_id is not None:
+            self.send(protocol.frame(protocol.ACK, {"id": frame_id, **ack}))
+
+    def _send_error(self, exc: ApiError, frame_id: str | None) -> None:
+        data: dict[str, Any] = exc.to_dict()
+        if frame_id is not None:
+            data["id"] = frame_id
+        self.send(protocol.frame(protocol.ERROR, data))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(RATE_BURST, self._tokens + (now - self._last_refill) * RATE_PER_SECOND)
+        self._last_refill = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self._rejected = 0
+            return True
+        self._rejected += 1
+        if self._rejected >= ABUSE_LIMIT:
+            self.close(protocol.CLOSE_POLICY, "rate limit exceeded")
+        else:
+            self.send(protocol.error_frame("rate_limited", "too many frames; slow down"))
+        return False
+
+
+routes = [(r"/ws", WebSocketHandler)]

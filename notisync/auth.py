@@ -1,0 +1,126 @@
+"""Passwords and tokens. No Tornado, no storage: pure functions and one class.
+
+Passwords: scrypt (memory-hard, in the standard library). Tokens: HS256 JWTs
+with the algorithm pinned on decode and ``exp``/``iat``/``sub``/``type``
+required, so an ``alg: none`` token or an access token used as a refresh
+token is refused.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from notisync.errors import Unauthorized
+
+ACCESS_TTL = 15 * 60
+REFRESH_TTL = 30 * 24 * 3600
+_ALGORITHM = "HS256"
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt)}${b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt),
+            n=int(n), r=int(r), p=int(p), dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# A fixed hash to verify against when the email is unknown, so a login for an
+# unknown account costs the same time as a wrong password.
+DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of a refresh token: never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    refresh_expires_at: float
+
+
+class TokenService:
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def issue(self, user_id: str) -> TokenPair:
+        now = int(time.time())
+        access = self._encode(user_id, "access", now, ACCESS_TTL)
+        refresh = self._encode(user_id, "refresh", now, REFRESH_TTL)
+        return TokenPair(access, refresh, now + REFRESH_TTL)
+
+    def verify(self, token: str, token_type: str = "access") -> str:
+        """Return the user id of a valid token of that type, else raise 401."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[_ALGORITHM],
+                options={"require": ["exp", "iat", "sub", "type"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token has expired", code="token_expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("token is invalid", code="invalid_token") from None
+        if claims.get("type") != token_type or not isinstance(claims.get("sub"), str):
+            raise Unauthorized("token is invalid", code="invalid_token")
+        return claims["sub"]
+
+    def _encode(self, user_id: str, token_type: str, now: int, ttl: int) -> str:
+        claims = {
+            "sub": user_id,
+            "type": token_type,
+            "iat": now,
+            "exp": now + ttl,
+            # jti makes two tokens issued in the same second differ.
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
+
+
+def load_or_create_secret(path: str) -> str:
+    """Read the JWT secret, creating it once with mode 0600.
+
+    O_EXCL makes two nodes starting together on one data dir agree on a
+    single secret: the loser of the race reads the winner's file.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            with open(path, encoding="ascii") as f:
+                secret = f.read().strip()
+            if secret:
+                return secret
+            time.sleep(0.05)
+        raise RuntimeError(f"JWT secret file {path} is empty")
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secret + "\n")
+    return secret

@@ -1,0 +1,87 @@
+"""One typed settings object, built from command-line flags and environment.
+
+Every flag has an environment variable (SPEC "Running it"); a flag given on
+the command line wins over the environment, which wins over the default.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    mongo_url: str | None = None
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+    log_level: str = "INFO"
+    # Tornado only lets the pong timeout be as long as the ping interval, so a
+    # silent socket is closed within interval + timeout (60 s by default).
+    ws_ping_interval: float = 30.0
+    ws_ping_timeout: float = 30.0
+    # Presence keys outlive a dead node by at most this long.
+    presence_ttl: float = 90.0
+    ws_max_message_size: int = 64 * 1024
+    max_body_size: int = 64 * 1024
+    node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    key_prefix: str = "notisync"
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        if "*" in self.allowed_origins or not origin:
+            return True
+        return origin.rstrip("/") in self.allowed_origins
+
+
+# flag name -> (env var, type, help)
+_FLAGS: dict[str, tuple[str, type, str]] = {
+    "host": ("NOTISYNC_HOST", str, "address to listen on"),
+    "port": ("NOTISYNC_PORT", int, "port to listen on"),
+    "data-dir": ("NOTISYNC_DATA_DIR", str, "where the SQLite file, the embedded redis and the JWT secret live"),
+    "mongo-url": ("NOTISYNC_MONGO_URL", str, "mongodb://… (default: SQLite in --data-dir)"),
+    "redis-url": ("NOTISYNC_REDIS_URL", str, "redis://… (default: a private redis-server in --data-dir)"),
+    "jwt-secret": ("NOTISYNC_JWT_SECRET", str, "HS256 secret (default: generated once into --data-dir)"),
+    "allowed-origins": ("NOTISYNC_ALLOWED_ORIGINS", str, "comma-separated origins allowed for CORS and /ws, or *"),
+    "log-level": ("NOTISYNC_LOG_LEVEL", str, "DEBUG, INFO, WARNING, ERROR"),
+    "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
+    "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
+}
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="run.py", description="NotiSync server")
+    defaults = Settings()
+    for name, (env, typ, help_text) in _FLAGS.items():
+        attr = name.replace("-", "_")
+        default = getattr(defaults, attr)
+        if attr == "allowed_origins":
+            default = ",".join(default)
+        parser.add_argument(
+            f"--{name}",
+            type=typ,
+            default=os.environ.get(env, default),
+            help=f"{help_text} [env {env}]",
+        )
+    args = parser.parse_args(argv)
+    values = vars(args)
+    origins = [o.strip().rstrip("/") for o in str(values.pop("allowed_origins")).split(",") if o.strip()]
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()}, allowed_origins=origins or ["*"])
+    settings.log_level = settings.log_level.upper()
+    settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
+    settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
+    settings.mongo_url = settings.mongo_url or None
+    settings.redis_url = settings.redis_url or None
+    settings.jwt_secret = settings.jwt_secret or None
+    return settings
+
+
+def _coerce(name: str, value: object) -> object:
+    # Environment values arrive as strings; argparse only converts flags.
+    typ = _FLAGS[name.replace("_", "-")][1]
+    return typ(value) if value is not None and not isinstance(value, typ) else value

@@ -1,0 +1,77 @@
+"""Device use cases: register (idempotent by client id), list with presence, rename, revoke."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from notisync.delivery import Delivery
+from notisync.errors import Conflict, DuplicateKey, NotFound
+from notisync.views import device_view
+from store.documents import DocumentStore, Record, utcnow
+from store.presence import Presence
+from store.streams import Streams
+
+
+class DeviceService:
+    def __init__(self, store: DocumentStore, presence: Presence, streams: Streams, delivery: Delivery) -> None:
+        self.store = store
+        self.presence = presence
+        self.streams = streams
+        self.delivery = delivery
+
+    async def create(self, user_id: str, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        now = utcnow()
+        device: Record = {
+            "id": data.get("id") or str(uuid.uuid4()),
+            "user_id": user_id,
+            "device_name": data["device_name"],
+            "device_type": data["device_type"],
+            "push_token": data.get("push_token"),
+            "last_seen": None,
+            "created_at": now,
+            "revoked_at": None,
+        }
+        try:
+            stored, created = await self.store.create_device(device)
+        except DuplicateKey:
+            raise Conflict("device id is already in use", code="device_id_taken") from None
+        if stored.get("revoked_at"):
+            raise Conflict("this device id was revoked and cannot be reused", code="device_revoked")
+        return device_view(stored, await self._is_online(user_id, stored["id"])), created
+
+    async def list(self, user_id: str) -> list[dict[str, Any]]:
+        devices = await self.store.list_devices(user_id)
+        online = await self.presence.online_devices(user_id)
+        return [device_view(d, d["id"] in online) for d in devices]
+
+    async def get(self, user_id: str, device_id: str) -> dict[str, Any]:
+        device = await self.require_live(user_id, device_id)
+        return device_view(device, await self._is_online(user_id, device_id))
+
+    async def update(self, user_id: str, device_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        device = await self.store.update_device(user_id, device_id, fields)
+        if device is None:
+            raise NotFound("device not found", code="device_not_found")
+        return device_view(device, await self._is_online(user_id, device_id))
+
+    async def revoke(self, user_id: str, device_id: str) -> None:
+        """Refuse the id from now on, drop its stream, close its sockets everywhere."""
+        if not await self.store.revoke_device(user_id, device_id, utcnow()):
+            raise NotFound("device not found", code="device_not_found")
+        await self.streams.drop(device_id)
+        await self.presence.drop_device(user_id, device_id)
+        self.delivery.close_device(user_id, device_id)
+        assert self.delivery.bus is not None
+        await self.delivery.bus.publish(user_id, {"k": "rv", "d": device_id})
+
+    async def require_live(self, user_id: str, device_id: str) -> Record:
+        device = await self.store.get_device(device_id)
+        if device is None or device["user_id"] != user_id or device.get("revoked_at"):
+            raise NotFound("device not found", code="device_not_found")
+        return device
+
+    async def touch(self, user_id: str, device_id: str) -> None:
+        await self.store.update_device(user_id, device_id, {"last_seen": utcnow()})
+
+    async def _is_online(self, user_id: str, device_id: str) -> bool:
+        return device_id in await self.presence.online_devices(user_id)

@@ -1,0 +1,77 @@
+"""This node's live sockets: user -> device -> connections. No I/O of its own.
+
+The hub only indexes connections and writes already-encoded frames to the
+ones it is given; the sync layer decides what goes where.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Protocol
+
+
+class Connection(Protocol):
+    user_id: str
+    device_id: str
+    conn_id: str
+
+    def send(self, frame: bytes) -> bool:
+        """Queue a frame; False if the socket is closed or was dropped as too slow."""
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._users: dict[str, dict[str, set[Connection]]] = {}
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def add(self, conn: Connection) -> None:
+        devices = self._users.setdefault(conn.user_id, {})
+        conns = devices.setdefault(conn.device_id, set())
+        if conn not in conns:
+            conns.add(conn)
+            self._count += 1
+
+    def remove(self, conn: Connection) -> None:
+        devices = self._users.get(conn.user_id)
+        if not devices or conn not in devices.get(conn.device_id, ()):
+            return
+        devices[conn.device_id].discard(conn)
+        self._count -= 1
+        if not devices[conn.device_id]:
+            del devices[conn.device_id]
+        if not devices:
+            del self._users[conn.user_id]
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self._users
+
+    def device_connections(self, user_id: str, device_id: str) -> list[Connection]:
+        return list(self._users.get(user_id, {}).get(device_id, ()))
+
+    def user_devices(self, user_id: str) -> dict[str, set[Connection]]:
+        return self._users.get(user_id, {})
+
+    def user_connections(self, user_id: str, exclude_device: str | None = None) -> list[Connection]:
+        return [
+            c
+            for device_id, conns in self._users.get(user_id, {}).items()
+            if device_id != exclude_device
+            for c in conns
+        ]
+
+    def all(self) -> Iterator[Connection]:
+        for devices in list(self._users.values()):
+            for conns in list(devices.values()):
+                yield from list(conns)
+
+    def users(self) -> list[str]:
+        return list(self._users)
+
+    @staticmethod
+    def broadcast(conns: Iterable[Connection], frame: bytes) -> int:
+        """Write one frame to many sockets; a dead socket never stops the rest."""
+        return sum(1 for c in conns if c.send(frame))

@@ -1,0 +1,113 @@
+"""marshmallow schemas for every client input, REST and WebSocket alike.
+
+Unknown fields are ignored rather than refused so an older server keeps
+working with a newer client. ``load()`` turns marshmallow's errors into the
+SPEC's 400 shape with per-field messages.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from notisync.errors import ValidationFailed
+
+CATEGORIES = ("Work", "Personal", "Junk")
+DEVICE_TYPES = ("mobile", "web", "desktop")
+ACTIONS = ("read", "dismissed", "clicked")
+MAX_PAGE = 200
+
+
+class _Base(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class RegisterSchema(_Base):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, validate=validate.Length(min=8, max=1024))
+
+
+class LoginSchema(_Base):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class RefreshSchema(_Base):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+
+
+class DeviceCreateSchema(_Base):
+    id = fields.UUID(load_default=None)
+    device_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    device_type = fields.String(required=True, validate=validate.OneOf(DEVICE_TYPES))
+    push_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=4096))
+
+
+class DeviceUpdateSchema(_Base):
+    device_name = fields.String(validate=validate.Length(min=1, max=100))
+    push_token = fields.String(allow_none=True, validate=validate.Length(max=4096))
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("give device_name or push_token", "_schema")
+
+
+class NotificationCreateSchema(_Base):
+    app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
+    body = fields.String(load_default="", allow_none=True, validate=validate.Length(max=16000))
+    category = fields.String(load_default="Personal", validate=validate.OneOf(CATEGORIES))
+    # Android's range (PRIORITY_MIN -2 … PRIORITY_MAX 2), with room above it.
+    priority = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=-2, max=5))
+    source_device_id = fields.UUID(load_default=None, allow_none=True)
+    source_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=512))
+
+
+class ActionSchema(_Base):
+    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+    device_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class WsActionSchema(_Base):
+    notification_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+
+
+class NotificationListSchema(_Base):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE))
+    before = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    app_name = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    category = fields.String(load_default=None, validate=validate.OneOf(CATEGORIES))
+    is_read = fields.Boolean(load_default=None)
+    is_dismissed = fields.Boolean(load_default=None)
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValidationFailed("body must be a JSON object", code="invalid_body")
+    try:
+        result = schema.load(data)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid fields", fields=_flatten(exc.messages)) from None
+    # UUIDs travel as strings everywhere else in the server.
+    return {k: (str(v) if hasattr(v, "hex") and not isinstance(v, str) else v) for k, v in result.items()}
+
+
+def _flatten(messages: Any) -> dict[str, str]:
+    if not isinstance(messages, dict):
+        return {"_schema": " ".join(map(str, messages))}
+    return {k: " ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in messages.items()}
+
+
+REGISTER = RegisterSchema()
+LOGIN = LoginSchema()
+REFRESH = RefreshSchema()
+DEVICE_CREATE = DeviceCreateSchema()
+DEVICE_UPDATE = DeviceUpdateSchema()
+NOTIFICATION_CREATE = NotificationCreateSchema()
+ACTION = ActionSchema()
+WS_ACTION = WsActionSchema()
+NOTIFICATION_LIST = NotificationListSchema()

@@ -1,0 +1,186 @@
+"""Pub/sub between nodes: one dedicated Redis connection per node.
+
+A node subscribes to a user's channel only while it holds a socket of that
+user, so its work grows with its own recipients, not with cluster traffic.
+``subscribe`` returns only after Redis confirmed the subscription: the sync
+layer reads a device's stream after that point, so nothing published in
+between can be missed.
+
+Every publication is ``<header JSON>\\n<body>``: a small header the node
+parses, and an already-encoded body it writes to sockets untouched.
+
+When the connection drops, the listen loop reconnects with backoff,
+re-subscribes everything and calls ``on_reconnect`` so the sync layer can
+re-read streams for whatever was published while it was away.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, ConnectionPool
+from redis.exceptions import RedisError
+
+from store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, dict[str, Any], bytes], None]
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+
+class Bus:
+    def __init__(
+        self,
+        url: str,
+        redis: Redis,
+        keys: Keys,
+        node_id: str,
+        on_message: MessageHandler,
+        on_reconnect: ReconnectHandler,
+    ) -> None:
+        # No read timeout on this connection: it idles until something is published.
+        self._pool = ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+        self._redis = redis
+        self._keys = keys
+        self.node_id = node_id
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
+        self._conn: Connection | None = None
+        self._refs: collections.Counter[str] = collections.Counter()
+        self._pending: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self._resync: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._run(), name="bus-listener")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._disconnect()
+        await self._pool.aclose()
+
+    async def publish(self, user_id: str, header: dict[str, Any], body: bytes = b"") -> None:
+        header = {"n": self.node_id, **header}
+        payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
+        await self._redis.publish(self._keys.user_channel(user_id), payload)
+
+    async def subscribe(self, user_id: str) -> None:
+        """Hold a subscription to the user's channel; waits for Redis to confirm."""
+        self._refs[user_id] += 1
+        if self._refs[user_id] == 1:
+            await self._send_subscribe(self._keys.user_channel(user_id))
+
+    async def unsubscribe(self, user_id: str) -> None:
+        self._refs[user_id] -= 1
+        if self._refs[user_id] > 0:
+            return
+        del self._refs[user_id]
+        if self._conn is not None:
+            try:
+                await self._conn.send_command("UNSUBSCRIBE", self._keys.user_channel(user_id))
+            except (RedisError, OSError) as exc:
+                log.warning("unsubscribe failed (%s); the reconnect will drop it", exc)
+
+    async def _send_subscribe(self, channel: str) -> None:
+        if not self.connected:
+            # The reconnect loop subscribes every held channel and then
+            # re-syncs every socket, so nothing is lost by not waiting here.
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(channel.encode(), collections.deque()).append(waiter)
+        assert self._conn is not None
+        await self._conn.send_command("SUBSCRIBE", channel)
+        await asyncio.wait_for(waiter, timeout=10)
+
+    async def _connect(self) -> None:
+        conn = self._pool.make_connection()
+        await conn.connect()
+        channels = [self._keys.user_channel(u) for u in self._refs]
+        # A node-wide channel keeps the connection in subscribed mode even
+        # with no user subscribed, so its replies are always pub/sub frames.
+        await conn.send_command("SUBSCRIBE", f"{self._keys.prefix}:node:{self.node_id}", *channels)
+        for _ in range(len(channels) + 1):
+            await conn.read_response()
+        self._conn = conn
+        self._connected.set()
+
+    async def _disconnect(self) -> None:
+        self._connected.clear()
+        conn, self._conn = self._conn, None
+        for waiters in self._pending.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("bus disconnected"))
+        self._pending.clear()
+        if conn is not None:
+            await conn.disconnect()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ConnectionError) as exc:
+                log.warning("pub/sub connection lost: %s", exc)
+            await self._disconnect()
+            await self._reconnect_with_backoff()
+
+    async def _listen(self) -> None:
+        assert self._conn is not None
+        while True:
+            reply = await self._conn.read_response()
+            kind = reply[0]
+            if kind == b"message":
+                self._dispatch(reply[1], reply[2])
+            elif kind == b"subscribe":
+                waiters = self._pending.get(reply[1])
+                if waiters:
+                    waiters.popleft().set_result(None)
+
+    def _dispatch(self, channel: bytes, payload: bytes) -> None:
+        head, _, body = payload.partition(b"\n")
+        try:
+            header = json.loads(head)
+            user_id = self._keys.user_from_channel(channel.decode())
+            if header.get("n") == self.node_id:
+                return  # this node already delivered it locally
+            self._on_message(user_id, header, body)
+        except Exception:  # a bad message must not stop the listener
+            log.exception("could not handle a pub/sub message on %r", channel)
+
+    async def _reconnect_with_backoff(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            try:
+                await self._connect()
+                log.info("pub/sub reconnected; re-syncing local sockets")
+                # Run beside the listener: the re-sync may wait on Redis while
+                # new sockets wait on subscription confirmations.
+                self._resync = asyncio.create_task(self._on_reconnect())
+                return
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ConnectionError) as exc:
+                log.debug("pub/sub reconnect failed: %s", exc)
+                await self._disconnect()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

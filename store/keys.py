@@ -1,0 +1,37 @@
+"""Every Redis key and channel name, built in one place under one prefix."""
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str = "notisync") -> None:
+        self.prefix = prefix
+
+    @property
+    def epoch(self) -> str:
+        """When this Redis's stream data began (ms); changes if Redis loses it."""
+        return f"{self.prefix}:epoch"
+
+    def stream(self, device_id: str) -> str:
+        """The device's sync stream: entries {p: previous id, b: envelope}."""
+        return f"{self.prefix}:s:{device_id}"
+
+    def last(self, device_id: str) -> str:
+        """Id of the newest entry ever added to the device's stream."""
+        return f"{self.prefix}:l:{device_id}"
+
+    def cursor(self, device_id: str) -> str:
+        """Id of the newest entry written to one of the device's sockets."""
+        return f"{self.prefix}:c:{device_id}"
+
+    def presence(self, user_id: str) -> str:
+        """Sorted set of live sockets of the user: member device|node|conn, score = expiry ms."""
+        return f"{self.prefix}:pr:{user_id}"
+
+    def user_channel(self, user_id: str) -> str:
+        return f"{self.prefix}:ch:{user_id}"
+
+    def user_from_channel(self, channel: str) -> str:
+        return channel.rsplit(":", 1)[1]
+
+    def login_attempts(self, email: str, client: str) -> str:
+        return f"{self.prefix}:rl:login:{email}:{client}"

@@ -1,0 +1,159 @@
+"""Per-device sync streams in Redis: append + publish, read after a position.
+
+Every message meant for a device is appended to that device's own stream
+(newest ``MAXLEN`` kept, entries older than ``RETENTION_MS`` trimmed on read).
+Each entry records the id of the entry before it (``p``), so a reader that
+knows the last id it delivered can tell "the next entry follows mine" from
+"entries in between were trimmed" without any other bookkeeping.
+
+Appending to all recipients' streams and publishing the wake-up to the
+user's channel happen in one Lua script: one round trip, and no reader can
+see the publication before the entries exist.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from store.keys import Keys
+
+MAXLEN = 1000
+RETENTION_MS = 7 * 24 * 3600 * 1000
+ZERO = "0-0"
+
+_FANOUT = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then return redis.error_reply('EPOCH mismatch') end
+local parts, ids, n = {}, {}, 0
+for i = 2, #KEYS, 2 do
+  n = n + 1
+  local prev = redis.call('GET', KEYS[i + 1]) or '0-0'
+  local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', ARGV[5])
+  redis.call('SET', KEYS[i + 1], id)
+  ids[2 * n - 1] = prev
+  ids[2 * n] = id
+  parts[n] = '"' .. ARGV[5 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{' .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+return ids
+"""
+
+_SAVE_CURSOR = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cm, cs = string.match(cur, '(%d+)-(%d+)')
+  local nm, ns = string.match(ARGV[1], '(%d+)-(%d+)')
+  cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
+  if nm < cm or (nm == cm and ns <= cs) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class EpochMismatch(Exception):
+    """Redis no longer holds the epoch this node knows: its data was lost."""
+
+
+def parse_id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)
+
+
+def is_stream_id(value: str) -> bool:
+    ms, sep, seq = value.partition("-")
+    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    prev: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    entries: list[Entry]
+    last: str  # newest id ever appended to the stream (ZERO if none)
+
+
+class Streams:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._fanout = redis.register_script(_FANOUT)
+        self._save_cursor = redis.register_script(_SAVE_CURSOR)
+
+    async def ensure_epoch(self) -> str:
+        """The current epoch, created if Redis has none (first start, or data lost)."""
+        await self._redis.set(self._keys.epoch, str(int(time.time() * 1000)), nx=True)
+        value = await self._redis.get(self._keys.epoch)
+        return value.decode()
+
+    async def append(
+        self, epoch: str, user_id: str, device_ids: list[str], header_prefix: str, body: bytes
+    ) -> dict[str, tuple[str, str]]:
+        """Append ``body`` to each device's stream and wake the user's channel.
+
+        Returns device id -> (previous id, new id). Raises EpochMismatch if
+        Redis lost its data since this node read the epoch.
+        """
+        keys = [self._keys.epoch]
+        for device_id in device_ids:
+            keys += [self._keys.stream(device_id), self._keys.last(device_id)]
+        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, *device_ids]
+        try:
+            ids = await self._fanout(keys=keys, args=args)
+        except ResponseError as exc:
+            if "EPOCH" in str(exc):
+                raise EpochMismatch() from None
+            raise
+        pairs = [x.decode() for x in ids]
+        return {d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)}
+
+    async def read_after(self, device_id: str, after: str, count: int) -> ReadResult:
+        """Entries strictly after ``after``, oldest first, at most ``count``.
+
+        Entries past the retention window are trimmed first, so what is
+        returned is exactly what a device may still be given.
+        """
+        cutoff = f"{int(time.time() * 1000) - RETENTION_MS}-0"
+        stream = self._keys.stream(device_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xtrim(stream, minid=cutoff, approximate=False)
+            pipe.xrange(stream, min=f"({after}", max="+", count=count)
+            pipe.get(self._keys.last(device_id))
+            _, rows, last = await pipe.execute()
+        entries = [Entry(i.decode(), f[b"p"].decode(), f[b"b"]) for i, f in rows]
+        return ReadResult(entries, last.decode() if last else ZERO)
+
+    async def last_id(self, device_id: str) -> str:
+        value = await self._redis.get(self._keys.last(device_id))
+        return value.decode() if value else ZERO
+
+    async def load_cursor(self, device_id: str) -> str | None:
+        value = await self._redis.get(self._keys.cursor(device_id))
+        return value.decode() if value else None
+
+    async def save_cursors(self, epoch: str, cursors: dict[str, str]) -> None:
+        """Advance stored cursors (never backwards; ignored if the epoch changed)."""
+        if not cursors:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for device_id, stream_id in cursors.items():
+                await self._save_cursor(
+                    keys=[self._keys.cursor(device_id), self._keys.epoch],
+                    args=[stream_id, epoch],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def drop(self, device_id: str) -> None:
+        await self._redis.delete(
+            self._keys.stream(device_id), self._keys.last(device_id), self._keys.cursor(device_id)
+        )
