@@ -94,6 +94,10 @@ class Delivery:
         return self.presence.member(conn.device_id, self.node_id, conn.conn_id)
 
     async def _start_cursor(self, conn: Connection, device: Record, last_id: str | None) -> str:
+        if last_id == "0":
+            # "I hold nothing yet": everything retained, exactly, no matter
+            # what earlier sockets of this device were written.
+            return self._from_start(conn, device)
         if last_id is not None:
             epoch, sep, stream_id = last_id.partition(":")
             if not sep or not is_stream_id(stream_id):
@@ -104,10 +108,11 @@ class Delivery:
                 return await self._restart(conn, "unknown_last_id", at_end=True)
             return stream_id
         stored = await self.streams.load_cursor(conn.device_id)
-        if stored is not None:
-            return stored
-        # No cursor in this epoch for a device older than the epoch: whatever
-        # was queued for it lived in a Redis that lost its data.
+        return stored if stored is not None else self._from_start(conn, device)
+
+    def _from_start(self, conn: Connection, device: Record) -> str:
+        # A device older than this epoch had its queue in a Redis that lost
+        # its data: what it missed is gone, so it must refetch.
         if device["created_at"].timestamp() * 1000 < int(self.epoch):
             self._send_sync_required(conn, "stream_reset")
         return ZERO

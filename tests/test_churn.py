@@ -1,0 +1,246 @@
+"""No loss under churn: two nodes, many devices connecting and dropping at
+random while notifications and actions flow; then every device must hold
+exactly the server's state, having seen each message meant for it once
+(after dropping repeated ids), in stream order.
+
+A second run restarts Redis (without persistence) in the middle: then each
+device must either have received everything or have been told
+``sync_required`` — and after refetching over REST as a client would, hold
+exactly the server's state.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.harness import Node, RedisServer, User, call, new_user, short_tmpdir, ws_connect
+
+STREAM_TYPES = ("new_notification", "notification_sync")
+
+
+@dataclass
+class Device:
+    user: User
+    id: str
+    last_id: str | None = None
+    seen: set[str] = field(default_factory=set)
+    order: list[str] = field(default_factory=list)  # stream ids, first sightings
+    received: list[tuple[str, str, str | None]] = field(default_factory=list)
+    state: dict[str, dict[str, bool]] = field(default_factory=dict)
+    sync_required: int = 0
+
+    def apply(self, frame: dict[str, Any]) -> None:
+        if frame["id"] in self.seen:
+            return  # a repeat: clients drop repeated ids
+        self.seen.add(frame["id"])
+        self.order.append(frame["id"])
+        self.last_id = frame["id"]
+        data = frame["data"]
+        if frame["type"] == "new_notification":
+            self.received.append(("new", data["id"], data["source_device_id"]))
+            self.state.setdefault(data["id"], {"is_read": False, "is_dismissed": False})
+        else:
+            self.received.append(("sync", data["notification_id"], data["source_device"]))
+            flags = self.state.setdefault(data["notification_id"], {"is_read": False, "is_dismissed": False})
+            flags["is_read"] |= data["is_read"]
+            flags["is_dismissed"] |= data["is_dismissed"]
+
+    async def refetch(self, node: Node) -> None:
+        self.sync_required += 1
+        self.state = await server_state(self.user, node)
+
+
+async def server_state(user: User, node: Node) -> dict[str, dict[str, bool]]:
+    state: dict[str, dict[str, bool]] = {}
+    cursor = None
+    while True:
+        path = "/api/v1/notifications?limit=200" + (f"&before={cursor}" if cursor else "")
+        r = await retrying(lambda: call(node, "GET", path, token=user.token))
+        for n in r.body["notifications"]:
+            state[n["id"]] = {"is_read": n["is_read"], "is_dismissed": n["is_dismissed"]}
+        cursor = r.body["next_cursor"]
+        if not cursor:
+            return state
+
+
+async def retrying(op: Any, attempts: int = 200) -> Any:
+    """Retry through 503s (Redis away), as a real client would."""
+    for _ in range(attempts):
+        try:
+            r = await op()
+        except OSError:
+            r = None
+        if r is not None and r.status < 500:
+            return r
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still failing: {r.status if r else 'no answer'} {r.body if r else ''}")
+
+
+async def run_socket(dev: Device, nodes: list[Node], stop: asyncio.Event) -> None:
+    """Connect to a random node, stay a random while, drop; repeat until stopped."""
+    while not stop.is_set():
+        node = random.choice(nodes)
+        try:
+            ws = await ws_connect(node, dev.user.token, dev.id, last_id=dev.last_id or "0")
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        await read_until(ws, dev, node, asyncio.get_running_loop().time() + random.uniform(0.05, 0.5))
+        ws.close()
+        await asyncio.sleep(random.uniform(0, 0.1))
+
+
+async def read_until(ws: Any, dev: Device, node: Node, deadline: float) -> None:
+    loop = asyncio.get_running_loop()
+    while (left := deadline - loop.time()) > 0:
+        try:
+            frame = await ws.recv(left)
+        except asyncio.TimeoutError:
+            return
+        if frame is None:
+            return  # closed by the server (e.g. 1013 while Redis is away)
+        if frame["type"] in STREAM_TYPES:
+            dev.apply(frame)
+        elif frame["type"] == "sync_required":
+            await dev.refetch(node)
+
+
+async def drive_user(user: User, phone: Device, devices: list[Device], nodes: list[Node],
+                     count: int, actions: list[tuple[str, str]]) -> list[str]:
+    """The phone posts ``count`` notifications; other devices act on some of them."""
+    posted: list[str] = []
+    for i in range(count):
+        node = nodes[i % len(nodes)]
+        body = {"app_name": "Churn", "title": f"{user.email} #{i}", "source_key": f"k{i}"}
+        r = await retrying(lambda: call(node, "POST", "/api/v1/notifications", body, token=user.token,
+                                        headers={"X-Device-ID": phone.id}))
+        nid = r.body["id"]
+        posted.append(nid)
+        phone.state[nid] = {"is_read": False, "is_dismissed": False}
+        if random.random() < 0.3:
+            actor = random.choice(devices)
+            target = random.choice(posted)
+            if (target, actor.id) in actions:
+                continue
+            actions.append((target, actor.id))
+            action = random.choice(["read", "dismissed", "clicked"])
+            r = await retrying(lambda: call(node, "PUT", f"/api/v1/notifications/{target}/action",
+                                            {"action": action, "device_id": actor.id}, token=user.token))
+            flags = actor.state.setdefault(target, {"is_read": False, "is_dismissed": False})
+            flags["is_read"] |= r.body["is_read"]
+            flags["is_dismissed"] |= r.body["is_dismissed"]
+        if i % 20 == 0:
+            await asyncio.sleep(0.01)
+    return posted
+
+
+async def settle(devices: list[Device], nodes: list[Node]) -> None:
+    """Connect every device once more and read until it goes quiet."""
+    for dev in devices:
+        node = random.choice(nodes)
+        ws = await ws_connect(node, dev.user.token, dev.id, last_id=dev.last_id or "0")
+        while True:
+            try:
+                frame = await ws.recv(1.0)
+            except asyncio.TimeoutError:
+                break
+            assert frame is not None, f"closed with {ws.close_code} while settling"
+            if frame["type"] in STREAM_TYPES:
+                dev.apply(frame)
+            elif frame["type"] == "sync_required":
+                await dev.refetch(node)
+        ws.close()
+
+
+def stream_position(frame_id: str) -> tuple[int, int, int]:
+    epoch, _, sid = frame_id.partition(":")
+    ms, _, seq = sid.partition("-")
+    return int(epoch), int(ms), int(seq)
+
+
+@pytest.fixture
+def cluster():
+    redis = RedisServer(persistent=False).start()
+    data_dir = short_tmpdir()
+    nodes = [Node(data_dir=data_dir, redis_url=redis.url).start() for _ in range(2)]
+    yield redis, nodes
+    for n in nodes:
+        assert n.stop() == 0, n.log()
+    redis.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(redis.dir, ignore_errors=True)
+
+
+async def setup_users(nodes: list[Node], users: int, per_user: int) -> list[tuple[User, list[Device]]]:
+    out = []
+    for u in range(users):
+        user = await new_user(nodes[u % 2])
+        devs = [Device(user, await user.device("mobile" if i == 0 else "web")) for i in range(per_user)]
+        out.append((user, devs))
+    return out
+
+
+async def run_flow(nodes: list[Node], users: list[tuple[User, list[Device]]], count: int,
+                   middle: Any = None) -> tuple[list[list[str]], list[list[tuple[str, str]]]]:
+    stop = asyncio.Event()
+    sockets = [asyncio.ensure_future(run_socket(d, nodes, stop)) for _, devs in users for d in devs]
+    actions: list[list[tuple[str, str]]] = [[] for _ in users]
+    drivers = [asyncio.ensure_future(drive_user(u, devs[0], devs, nodes, count, actions[i]))
+               for i, (u, devs) in enumerate(users)]
+    if middle is not None:
+        await asyncio.sleep(2.0)
+        await middle()
+    posted = await asyncio.gather(*drivers)
+    stop.set()
+    await asyncio.gather(*sockets)
+    await settle([d for _, devs in users for d in devs], nodes)
+    return list(posted), actions
+
+
+async def test_no_loss_under_churn_across_two_nodes(cluster):
+    _, nodes = cluster
+    users = await setup_users(nodes, users=4, per_user=3)
+    posted, actions = await run_flow(nodes, users, count=300)
+    total = 0
+    for (user, devs), ids, acts in zip(users, posted, actions):
+        truth = await server_state(user, nodes[0])
+        assert set(truth) == set(ids)
+        phone = devs[0]
+        for dev in devs:
+            assert dev.sync_required == 0
+            expected = {("new", nid, phone.id) for nid in ids if dev is not phone}
+            expected |= {("sync", nid, actor) for nid, actor in acts if actor != dev.id}
+            got = dev.received
+            assert len(got) == len(set(got)), "the same message arrived under two different ids"
+            assert set(got) == expected, f"missing {len(expected - set(got))}, extra {len(set(got) - expected)}"
+            positions = [stream_position(i) for i in dev.order]
+            assert positions == sorted(positions), "stream order broken"
+            if dev is not phone:
+                news = [nid for kind, nid, _ in got if kind == "new"]
+                assert news == ids, "notifications arrived out of posting order"
+            assert dev.state == truth
+            total += len(got)
+    assert total > 2000
+
+
+async def test_redis_restart_means_everything_or_sync_required(cluster):
+    redis, nodes = cluster
+    users = await setup_users(nodes, users=3, per_user=3)
+
+    async def restart_redis() -> None:
+        redis.restart()  # comes back empty: no persistence configured
+
+    posted, _ = await run_flow(nodes, users, count=150, middle=restart_redis)
+    for (user, devs), ids in zip(users, posted):
+        truth = await server_state(user, nodes[0])
+        assert set(truth) == set(ids), "an accepted notification is missing from the store"
+        for dev in devs:
+            assert dev.sync_required >= 1, "a device was never told its history was reset"
+            assert dev.state == truth, "a device silently misses state"
+    health = await call(nodes[0], "GET", "/health")
+    assert health.status == 200 and health.body["redis"]["status"] == "ok"

@@ -1,0 +1,317 @@
+"""The WebSocket protocol of SPEC, against a real node on embedded defaults."""
+from __future__ import annotations
+
+import asyncio
+
+import jwt
+
+from tests.harness import call, new_user, ws_connect
+
+
+# -- handshake and auth ----------------------------------------------------
+
+async def test_auth_failures_close_with_1008(node):
+    user = await new_user(node)
+    other = await new_user(node)
+    device = await user.device()
+    foreign = await other.device()
+    revoked = await user.device()
+    assert (await user.call("DELETE", f"/api/v1/devices/{revoked}")).status == 204
+    forged = jwt.encode({"sub": user.id, "type": "access", "iat": 1, "exp": 4102444800}, "wrong-secret")
+    cases = {
+        "no token": (None, device),
+        "garbage token": ("not-a-jwt", device),
+        "forged token": (forged, device),
+        "refresh token used as access": (user.refresh_token, device),
+        "no device": (user.token, None),
+        "unknown device": (user.token, "6a1d3c1e-1111-4111-8111-111111111111"),
+        "another user's device": (user.token, foreign),
+        "revoked device": (user.token, revoked),
+    }
+    for label, (token, device_id) in cases.items():
+        ws = await ws_connect(node, token, device_id)
+        code = await ws.wait_closed()
+        assert code == 1008, f"{label}: closed with {code}"
+        assert ws.conn.close_reason, label
+
+
+async def test_token_in_authorization_header(node):
+    user = await new_user(node)
+    device = await user.device()
+    ws = await ws_connect(node, None, device, headers={"Authorization": f"Bearer {user.token}"})
+    await ws.send({"type": "ping"})
+    assert (await ws.recv_type("pong"))["data"]["timestamp"].endswith("Z")
+    ws.close()
+
+
+async def test_ping_pong_ack_and_error_frames_keep_socket_open(node):
+    user = await new_user(node)
+    device = await user.device()
+    ws = await ws_connect(node, user.token, device)
+    await ws.send({"type": "ping", "id": "p1"})
+    pong = await ws.recv_type("pong")
+    assert set(pong) >= {"type", "data", "timestamp"}
+    assert (await ws.recv_type("ack"))["data"]["id"] == "p1"
+
+    await ws.send("this is not json")
+    assert (await ws.recv_type("error"))["data"]["code"] == "invalid_json"
+    await ws.send({"type": "teleport", "id": "t1"})
+    err = (await ws.recv_type("error"))["data"]
+    assert err["code"] == "unknown_type" and err["id"] == "t1"
+    await ws.send({"type": "notification_action", "id": "a1", "data": {"notification_id": "nope", "action": "read"}})
+    err = (await ws.recv_type("error"))["data"]
+    assert err["code"] == "notification_not_found" and err["id"] == "a1"
+    await ws.send({"type": "notification_action", "id": "a2", "data": {"action": "explode"}})
+    err = (await ws.recv_type("error"))["data"]
+    assert err["code"] == "validation_error" and {"notification_id", "action"} <= set(err["fields"])
+    await ws.send({"type": "new_notification", "id": "n1", "data": {"title": "no app"}})
+    err = (await ws.recv_type("error"))["data"]
+    assert err["code"] == "validation_error" and "app_name" in err["fields"]
+
+    # still open and working after all of that
+    await ws.send({"type": "ping"})
+    await ws.recv_type("pong")
+    assert ws.close_code is None
+    ws.close()
+
+
+async def test_oversized_frame_closes_with_1009(node):
+    user = await new_user(node)
+    ws = await ws_connect(node, user.token, await user.device())
+    await ws.send({"type": "ping", "pad": "x" * (65 * 1024)})
+    assert await ws.wait_closed() == 1009
+
+
+async def test_frame_flood_is_refused_then_closed_with_1008(node):
+    user = await new_user(node)
+    ws = await ws_connect(node, user.token, await user.device())
+    for _ in range(400):
+        await ws.send({"type": "ping"})
+    assert await ws.wait_closed(10) == 1008
+    assert any(f["type"] == "error" and f["data"]["code"] == "rate_limited" for f in ws.frames)
+
+
+# -- mirroring -------------------------------------------------------------
+
+async def test_notification_reaches_every_other_device_never_the_phone(node):
+    user = await new_user(node)
+    phone, laptop, tablet = await user.device("mobile"), await user.device("desktop"), await user.device("web")
+    socks = {d: await ws_connect(node, user.token, d) for d in (phone, laptop, tablet)}
+    posted = await user.post("Build green", device=phone, body="all 212 tests passed")
+    for d in (laptop, tablet):
+        frame = await socks[d].recv_type("new_notification")
+        assert frame["data"]["id"] == posted["id"]
+        assert frame["data"]["title"] == "Build green"
+        assert isinstance(frame["id"], str) and frame["id"]
+    await socks[phone].expect_silence()
+    for ws in socks.values():
+        ws.close()
+
+
+async def test_notification_over_the_phone_socket_is_stored_and_mirrored(node):
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    ws_phone = await ws_connect(node, user.token, phone)
+    ws_laptop = await ws_connect(node, user.token, laptop)
+    await ws_phone.send({"type": "new_notification", "id": "c1",
+                         "data": {"app_name": "Signal", "title": "Ana", "body": "lunch?", "source_key": "k1"}})
+    ack = (await ws_phone.recv_type("ack"))["data"]
+    assert ack["id"] == "c1" and ack["notification_id"]
+    got = await ws_laptop.recv_type("new_notification")
+    assert got["data"]["id"] == ack["notification_id"] and got["data"]["source_device_id"] == phone
+    stored = await user.call("GET", f"/api/v1/notifications/{ack['notification_id']}")
+    assert stored.status == 200 and stored.body["body"] == "lunch?"
+    # the phone retries the same notification: same id, nothing sent again
+    await ws_phone.send({"type": "new_notification", "id": "c2",
+                         "data": {"app_name": "Signal", "title": "Ana", "body": "lunch?", "source_key": "k1"}})
+    ack2 = (await ws_phone.recv_type("ack"))["data"]
+    assert ack2["notification_id"] == ack["notification_id"] and ack2["created"] is False
+    await ws_laptop.expect_silence()
+    await ws_phone.expect_silence()
+
+
+async def test_action_syncs_to_all_others_never_itself(node):
+    user = await new_user(node)
+    phone, laptop, tablet = await user.device("mobile"), await user.device("desktop"), await user.device("web")
+    n = await user.post("Meeting", device=phone)
+    socks = {d: await ws_connect(node, user.token, d) for d in (phone, laptop, tablet)}
+    for d in (laptop, tablet):
+        await socks[d].recv_type("new_notification")  # queued while offline
+    await socks[laptop].send({"type": "notification_action", "id": "x",
+                              "data": {"notification_id": n["id"], "action": "dismissed"}})
+    assert (await socks[laptop].recv_type("ack"))["data"]["id"] == "x"
+    for d in (phone, tablet):
+        sync = (await socks[d].recv_type("notification_sync"))["data"]
+        assert sync == {"notification_id": n["id"], "is_read": False, "is_dismissed": True, "source_device": laptop}
+    await socks[laptop].expect_silence()
+    stored = (await user.call("GET", f"/api/v1/notifications/{n['id']}")).body
+    assert stored["is_dismissed"] is True and stored["is_read"] is False
+    # a REST action from the phone reaches the laptop and the tablet, not the phone
+    r = await user.call("PUT", f"/api/v1/notifications/{n['id']}/action", {"action": "clicked", "device_id": phone})
+    assert r.status == 200 and r.body["is_read"] is True and r.body["is_dismissed"] is True
+    for d in (laptop, tablet):
+        assert (await socks[d].recv_type("notification_sync"))["data"]["is_read"] is True
+    await socks[phone].expect_silence()
+    for ws in socks.values():
+        ws.close()
+
+
+async def test_other_users_never_see_anything(node):
+    alice, bob = await new_user(node), await new_user(node)
+    bob_ws = await ws_connect(node, bob.token, await bob.device())
+    await alice.device()
+    await alice.post("private")
+    await bob_ws.expect_silence(0.7)
+    bob_ws.close()
+
+
+# -- offline and resume ------------------------------------------------------
+
+async def test_offline_device_gets_everything_in_order_before_live(node):
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    first = await ws_connect(node, user.token, laptop)
+    await user.post("warm-up", device=phone)
+    await first.recv_type("new_notification")
+    first.close()
+    await asyncio.sleep(0.3)
+    posted = [await user.post(f"missed {i}", device=phone) for i in range(5)]
+    await user.call("PUT", f"/api/v1/notifications/{posted[2]['id']}/action", {"action": "read", "device_id": phone})
+    ws = await ws_connect(node, user.token, laptop)
+    live = asyncio.ensure_future(user.post("live one", device=phone))
+    frames = [await ws.recv() for _ in range(7)]
+    await live
+    kinds = [(f["type"], f["data"].get("title") or f["data"].get("notification_id")) for f in frames]
+    assert kinds == [("new_notification", f"missed {i}") for i in range(5)] + [
+        ("notification_sync", posted[2]["id"]), ("new_notification", "live one")]
+    ids = [f["id"] for f in frames]
+    assert len(set(ids)) == 7
+    ws.close()
+
+
+async def test_resume_with_last_id(node):
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    for i in range(6):
+        await user.post(f"n{i}", device=phone)
+    ws = await ws_connect(node, user.token, laptop)
+    frames = [await ws.recv_type("new_notification") for _ in range(6)]
+    ws.close()
+    # resume after the third: exactly the last three come again, in order
+    ws = await ws_connect(node, user.token, laptop, last_id=frames[2]["id"])
+    again = [await ws.recv_type("new_notification") for _ in range(3)]
+    assert [f["data"]["title"] for f in again] == ["n3", "n4", "n5"]
+    assert [f["id"] for f in again] == [f["id"] for f in frames[3:]]
+    await ws.expect_silence()
+    ws.close()
+
+
+async def test_reconnect_without_last_id_resumes_where_delivery_stopped(node):
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    ws = await ws_connect(node, user.token, laptop)
+    await user.post("a", device=phone)
+    await ws.recv_type("new_notification")
+    ws.close()
+    await asyncio.sleep(0.5)
+    await user.post("b", device=phone)
+    ws = await ws_connect(node, user.token, laptop)
+    frame = await ws.recv_type("new_notification")
+    assert frame["data"]["title"] == "b"
+    await ws.expect_silence()
+    ws.close()
+
+
+async def test_unknown_last_id_gets_sync_required(node):
+    user = await new_user(node)
+    laptop = await user.device("desktop")
+    ws = await ws_connect(node, user.token, laptop, last_id="garbage")
+    assert (await ws.recv_type("sync_required"))["data"]["reason"]
+    ws.close()
+
+
+async def test_offline_past_1000_gets_newest_1000_and_sync_required(node):
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    phone_ws = await ws_connect(node, user.token, phone)
+    for i in range(1030):
+        await phone_ws.send({"type": "new_notification", "data": {"app_name": "Bulk", "title": f"#{i}"}})
+        if i % 150 == 149:
+            await asyncio.sleep(3.2)  # stay under the per-socket frame rate
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        listing = await user.call("GET", "/api/v1/notifications?limit=1&app_name=Bulk")
+        if listing.body["notifications"] and listing.body["notifications"][0]["title"] == "#1029":
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
+    ws = await ws_connect(node, user.token, laptop)
+    first = await ws.recv(10)
+    assert first["type"] == "sync_required"
+    titles = [(await ws.recv_type("new_notification", 10))["data"]["title"] for _ in range(1000)]
+    assert titles == [f"#{i}" for i in range(30, 1030)]
+    await ws.expect_silence()
+    ws.close()
+    phone_ws.close()
+
+
+# -- presence, revocation, stats ----------------------------------------------
+
+async def test_device_status_online_and_offline(node):
+    user = await new_user(node)
+    laptop, phone = await user.device("desktop"), await user.device("mobile")
+    ws_laptop = await ws_connect(node, user.token, laptop)
+    ws_phone = await ws_connect(node, user.token, phone)
+    status = (await ws_laptop.recv_type("device_status"))["data"]
+    assert status == {"device_id": phone, "status": "online"}
+    devices = {d["id"]: d["status"] for d in (await user.call("GET", "/api/v1/devices")).body["devices"]}
+    assert devices == {laptop: "online", phone: "online"}
+    # a second socket of the same device changes nothing; closing one of two neither
+    ws_phone2 = await ws_connect(node, user.token, phone)
+    ws_phone.close()
+    await ws_laptop.expect_silence(0.7, ignore=())
+    ws_phone2.close()
+    status = (await ws_laptop.recv_type("device_status"))["data"]
+    assert status == {"device_id": phone, "status": "offline"}
+    devices = {d["id"]: d["status"] for d in (await user.call("GET", "/api/v1/devices")).body["devices"]}
+    assert devices[phone] == "offline"
+    ws_laptop.close()
+
+
+async def test_revoking_a_device_closes_its_sockets_with_1008(node):
+    user = await new_user(node)
+    laptop, tablet = await user.device("desktop"), await user.device("web")
+    ws = await ws_connect(node, user.token, tablet)
+    await ws.send({"type": "ping"})
+    await ws.recv_type("pong")
+    r = await user.call("DELETE", f"/api/v1/devices/{tablet}")
+    assert r.status == 204
+    assert await ws.wait_closed() == 1008
+    # its id is refused from then on, and it receives nothing more
+    again = await ws_connect(node, user.token, tablet)
+    assert await again.wait_closed() == 1008
+    r = await user.call("POST", "/api/v1/devices", {"id": tablet, "device_name": "x", "device_type": "web"})
+    assert r.status == 409
+    await user.post("after revoke")
+    ids = [d["id"] for d in (await user.call("GET", "/api/v1/devices")).body["devices"]]
+    assert ids == [laptop]
+
+
+async def test_stats_count_connections(node):
+    user = await new_user(node)
+    d1, d2 = await user.device(), await user.device()
+    socks = [await ws_connect(node, user.token, d1), await ws_connect(node, user.token, d1),
+             await ws_connect(node, user.token, d2)]
+    for ws in socks:
+        await ws.send({"type": "ping"})
+        await ws.recv_type("pong")
+    mine = (await user.call("GET", "/api/v1/websocket/users/stats")).body
+    assert mine["user_id"] == user.id and mine["active_connections"] == 3 and mine["timestamp"].endswith("Z")
+    total = (await user.call("GET", "/api/v1/websocket/stats")).body
+    assert total["total_connections"] >= 3
+    health = (await call(node, "GET", "/health")).body
+    assert health["websocket"]["connections"] >= 3
+    for ws in socks:
+        ws.close()
+    await asyncio.sleep(0.5)
+    assert (await user.call("GET", "/api/v1/websocket/users/stats")).body["active_connections"] == 0
