@@ -1,0 +1,430 @@
+"""SQLite document store: the embedded default.
+
+Every statement runs on one dedicated worker thread that owns the only
+connection, so the event loop never blocks on disk and the connection is
+never shared between threads. WAL mode plus a busy timeout let several
+server processes use one file: writes that read then modify run inside
+``BEGIN IMMEDIATE`` (the write lock is taken up front, so a second process
+waits instead of failing on lock upgrade), and uniqueness is left to UNIQUE
+constraints so races between processes resolve inside SQLite itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from notisync.errors import DuplicateKey
+from store.documents import DocumentStore, NotificationQuery, Record
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+    expires_at TEXT NOT NULL, used_at TEXT
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_user ON refresh_tokens (user_id);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_name TEXT, device_type TEXT,
+    push_token TEXT, last_seen TEXT, created_at TEXT NOT NULL, revoked_at TEXT
+);
+CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id);
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+    source_device_id TEXT, source_key TEXT, dedupe_key TEXT,
+    app_name TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
+    category TEXT, priority INTEGER NOT NULL,
+    is_read INTEGER NOT NULL, is_dismissed INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT, expires_at TEXT,
+    -- NULLs are distinct in SQLite, so rows without a source_key never clash.
+    UNIQUE (user_id, dedupe_key)
+);
+CREATE INDEX IF NOT EXISTS notifications_page
+    ON notifications (user_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS notifications_expiry ON notifications (expires_at);
+"""
+
+USER_COLS = ("id", "email", "password_hash", "created_at")
+DEVICE_COLS = (
+    "id", "user_id", "device_name", "device_type", "push_token",
+    "last_seen", "created_at", "revoked_at",
+)
+NOTIFICATION_COLS = (
+    "id", "user_id", "source_device_id", "source_key", "app_name", "title",
+    "body", "category", "priority", "is_read", "is_dismissed", "created_at",
+    "updated_at", "expires_at",
+)
+DATETIME_COLS = frozenset(
+    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at"}
+)
+BOOL_COLS = frozenset({"is_read", "is_dismissed"})
+DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
+FLAGS = frozenset({"is_read", "is_dismissed"})
+LIKE_ESCAPE = "\\"
+UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+def encode_time(value: dt.datetime | None) -> str | None:
+    """A fixed-width UTC string with milliseconds: sorts as text in time order."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes given to the store must be timezone-aware")
+    utc = value.astimezone(dt.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+00:00"
+
+
+def decode_time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
+    # JSON rather than "device|key": a "|" inside a device id or key cannot
+    # make two different pairs collide.
+    if source_key is None:
+        return None
+    return json.dumps([source_device_id, source_key], separators=(",", ":"))
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
+    for ch in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(ch, LIKE_ESCAPE + ch)
+    return f"%{text}%"
+
+
+def _insert_sql(table: str, cols: tuple[str, ...], conflict: str) -> str:
+    marks = ", ".join("?" * len(cols))
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({conflict}) DO NOTHING"
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in DATETIME_COLS:
+        return encode_time(value)
+    if col in BOOL_COLS:
+        return int(bool(value))
+    return value
+
+
+def _first(cur: sqlite3.Cursor) -> Record | None:
+    # fetchall() steps the statement to its end, so nothing is still running
+    # when the transaction commits.
+    rows = cur.fetchall()
+    return _decode_row(rows[0]) if rows else None
+
+
+def _decode_row(row: sqlite3.Row) -> Record:
+    out: Record = {}
+    for col in row.keys():
+        value = row[col]
+        if col in DATETIME_COLS:
+            value = decode_time(value)
+        elif col in BOOL_COLS:
+            value = bool(value)
+        out[col] = value
+    out.pop("dedupe_key", None)
+    return out
+
+
+def _py_lower(text: str | None) -> str | None:
+    # SQLite's own LIKE and lower() fold ASCII only; Python folds all of
+    # Unicode, matching MongoDB's case-insensitive regex.
+    return None if text is None else text.lower()
+
+
+class SQLiteStore(DocumentStore):
+    backend = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -----------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise RuntimeError("SQLiteStore is not open")
+        conn = self._conn
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction; unique violations become DuplicateKey."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        try:
+            return await self._run(tx)
+        except sqlite3.IntegrityError as exc:
+            # NOT NULL and CHECK failures are caller bugs, not duplicates.
+            if exc.sqlite_errorname not in UNIQUE_ERRORS:
+                raise
+            raise DuplicateKey(str(exc)) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions, we issue BEGIN ourselves.
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.create_function("py_lower", 1, _py_lower, deterministic=True)
+        conn.executescript(SCHEMA)
+        return conn
+
+    # -- life cycle -----------------------------------------------------------
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._conn is not None:
+            await self._run(lambda conn: conn.close())
+        self._conn = None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> Record | None:
+        return await self._run(lambda conn: _first(conn.execute(sql, params)))
+
+    async def _many(self, sql: str, params: tuple[Any, ...]) -> list[Record]:
+        def fetch(conn: sqlite3.Connection) -> list[Record]:
+            return list(map(_decode_row, conn.execute(sql, params)))
+
+        return await self._run(fetch)
+
+    # -- users ------------------------------------------------------------------
+    async def create_user(self, user: Record) -> Record:
+        row = {col: user.get(col) for col in USER_COLS}
+        row["email"] = str(user["email"]).lower()
+        values = tuple(_encode(c, row[c]) for c in USER_COLS)
+        sql = "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)"
+        await self._write(lambda conn: conn.execute(sql, values))
+        return row
+
+    async def get_user(self, user_id: str) -> Record | None:
+        return await self._one("SELECT * FROM users WHERE id = ?", (user_id,))
+
+    async def get_user_by_email(self, email: str) -> Record | None:
+        return await self._one("SELECT * FROM users WHERE email = ?", (email.lower(),))
+
+    # -- refresh tokens -----------------------------------------------------------
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, expires_at: dt.datetime
+    ) -> None:
+        sql = "INSERT INTO refresh_tokens (token_hash, user_id, expires_at) VALUES (?, ?, ?)"
+        params = (token_hash, user_id, encode_time(expires_at))
+        await self._write(lambda conn: conn.execute(sql, params))
+
+    async def use_refresh_token(self, token_hash: str, now: dt.datetime) -> str:
+        stamp = encode_time(now)
+
+        def use(conn: sqlite3.Connection) -> str:
+            # The guarded UPDATE is the atomic step: only one caller can
+            # flip used_at from NULL, whichever process it runs in.
+            cur = conn.execute(
+                "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?"
+                " AND used_at IS NULL AND expires_at > ?",
+                (stamp, token_hash, stamp),
+            )
+            if cur.rowcount == 1:
+                return "ok"
+            row = _first(conn.execute(
+                "SELECT expires_at, used_at FROM refresh_tokens WHERE token_hash = ?",
+                (token_hash,),
+            ))
+            # An expired token is "unknown" even if it was also used.
+            if row is None or row["expires_at"] <= now:
+                return "unknown"
+            return "reused"
+
+        return await self._write(use)
+
+    async def revoke_refresh_tokens(self, user_id: str) -> None:
+        sql = "DELETE FROM refresh_tokens WHERE user_id = ?"
+        await self._write(lambda conn: conn.execute(sql, (user_id,)))
+
+    # -- devices ------------------------------------------------------------------
+    async def create_device(self, device: Record) -> tuple[Record, bool]:
+        row = {col: device.get(col) for col in DEVICE_COLS}
+        values = tuple(_encode(c, row[c]) for c in DEVICE_COLS)
+        insert = _insert_sql("devices", DEVICE_COLS, "id")
+
+        def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
+            if conn.execute(insert, values).rowcount == 1:
+                return row, True
+            return _first(conn.execute("SELECT * FROM devices WHERE id = ?", (row["id"],))), False
+
+        stored, created = await self._write(create)
+        if stored is None or stored["user_id"] != row["user_id"]:
+            raise DuplicateKey(f"device id {row['id']!r} belongs to another user")
+        return stored, created
+
+    async def get_device(self, device_id: str) -> Record | None:
+        return await self._one("SELECT * FROM devices WHERE id = ?", (device_id,))
+
+    async def list_devices(self, user_id: str) -> list[Record]:
+        sql = (
+            "SELECT * FROM devices WHERE user_id = ? AND revoked_at IS NULL"
+            " ORDER BY created_at, id"
+        )
+        return await self._many(sql, (user_id,))
+
+    async def update_device(
+        self, user_id: str, device_id: str, fields: Record
+    ) -> Record | None:
+        unknown = set(fields) - DEVICE_UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update device fields {sorted(unknown)}")
+        # Column names come from the whitelist above, never from the caller.
+        sets = ", ".join(f"{col} = ?" for col in fields) or "id = id"
+        values = tuple(_encode(col, v) for col, v in fields.items())
+        sql = (
+            f"UPDATE devices SET {sets} WHERE id = ? AND user_id = ?"
+            " AND revoked_at IS NULL RETURNING *"
+        )
+        params = (*values, device_id, user_id)
+        return await self._write(lambda conn: _first(conn.execute(sql, params)))
+
+    async def revoke_device(
+        self, user_id: str, device_id: str, now: dt.datetime
+    ) -> bool:
+        sql = (
+            "UPDATE devices SET revoked_at = ? WHERE id = ? AND user_id = ?"
+            " AND revoked_at IS NULL"
+        )
+        params = (encode_time(now), device_id, user_id)
+        return await self._write(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+    # -- notifications ------------------------------------------------------------
+    async def create_notification(self, notification: Record) -> tuple[Record, bool]:
+        row = {col: notification.get(col) for col in NOTIFICATION_COLS}
+        row["is_read"] = bool(row["is_read"])
+        row["is_dismissed"] = bool(row["is_dismissed"])
+        key = dedupe_key(row["source_device_id"], row["source_key"])
+        cols = (*NOTIFICATION_COLS, "dedupe_key")
+        values = (*(_encode(c, row[c]) for c in NOTIFICATION_COLS), key)
+        # Only the dedupe constraint is swallowed; a clashing id still raises.
+        insert = _insert_sql("notifications", cols, "user_id, dedupe_key")
+
+        def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
+            if conn.execute(insert, values).rowcount == 1:
+                return row, True
+            existing = conn.execute(
+                "SELECT * FROM notifications WHERE user_id = ? AND dedupe_key = ?",
+                (row["user_id"], key),
+            )
+            return _first(existing), False
+
+        stored, created = await self._write(create)
+        if stored is None:  # pragma: no cover - the conflict row cannot vanish inside the transaction
+            raise DuplicateKey("notification dedupe conflict")
+        return stored, created
+
+    async def get_notification(
+        self, user_id: str, notification_id: str
+    ) -> Record | None:
+        sql = "SELECT * FROM notifications WHERE id = ? AND user_id = ?"
+        return await self._one(sql, (notification_id, user_id))
+
+    async def delete_notification(self, user_id: str, notification_id: str) -> None:
+        sql = "DELETE FROM notifications WHERE id = ? AND user_id = ?"
+        await self._write(lambda conn: conn.execute(sql, (notification_id, user_id)))
+
+    async def list_notifications(self, query: NotificationQuery) -> list[Record]:
+        where, params = _notification_filter(query)
+        sql = (
+            f"SELECT * FROM notifications WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        return await self._many(sql, (*params, max(query.limit, 0)))
+
+    async def set_notification_flags(
+        self, user_id: str, notification_id: str, flags: Record, now: dt.datetime
+    ) -> Record | None:
+        unknown = set(flags) - FLAGS
+        if unknown:
+            raise ValueError(f"unknown notification flags {sorted(unknown)}")
+        # Flags only ever turn on; a False in ``flags`` is simply not applied.
+        sets = [f"{name} = 1" for name, on in flags.items() if on]
+        sets.append("updated_at = ?")
+        sql = (
+            f"UPDATE notifications SET {', '.join(sets)} WHERE id = ? AND user_id = ?"
+            " RETURNING *"
+        )
+        params = (encode_time(now), notification_id, user_id)
+        return await self._write(lambda conn: _first(conn.execute(sql, params)))
+
+    async def purge_expired(self, now: dt.datetime) -> int:
+        stamp = encode_time(now)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM notifications WHERE expires_at <= ?", (stamp,)
+            ).rowcount
+            # Mirrors MongoDB's TTL index on refresh tokens: expired ones
+            # already answer "unknown", so dropping them changes nothing.
+            conn.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?", (stamp,))
+            return removed
+
+        return await self._write(purge)
+
+
+def _notification_filter(query: NotificationQuery) -> tuple[list[str], list[Any]]:
+    where = ["user_id = ?"]
+    params: list[Any] = [query.user_id]
+    if query.before is not None:
+        created, last_id = query.before
+        stamp = encode_time(created)
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [stamp, stamp, last_id]
+    for col in ("app_name", "category", "is_read", "is_dismissed"):
+        value = getattr(query, col)
+        if value is not None:
+            where.append(f"{col} = ?")
+            params.append(_encode(col, value))
+    if query.q:
+        pattern = like_pattern(query.q.lower())
+        where.append(
+            "(" + " OR ".join(
+                f"py_lower({col}) LIKE ? ESCAPE '{LIKE_ESCAPE}'"
+                for col in ("title", "body", "app_name")
+            ) + ")"
+        )
+        params += [pattern] * 3
+    return where, params
