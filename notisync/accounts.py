@@ -79,10 +79,11 @@ class AccountService:
         key = self.keys.login_attempts(email, client)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
+                # The window starts at the first try (SET NX), not the latest.
+                pipe.set(key, 0, ex=LOGIN_WINDOW, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, LOGIN_WINDOW, nx=True)
                 pipe.ttl(key)
-                count, _, ttl = await pipe.execute()
+                _, count, ttl = await pipe.execute()
         except RedisError as exc:
             # Failing open keeps logins working while Redis is down; the
             # scrypt cost still bounds guessing speed.

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 from typing import Any, Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -118,7 +119,7 @@ class Bus:
         # with no user subscribed, so its replies are always pub/sub frames.
         await conn.send_command("SUBSCRIBE", f"{self._keys.prefix}:node:{self.node_id}", *channels)
         for _ in range(len(channels) + 1):
-            await conn.read_response()
+            await self._read(conn)
         self._conn = conn
         self._connected.set()
 
@@ -147,7 +148,7 @@ class Bus:
     async def _listen(self) -> None:
         assert self._conn is not None
         while True:
-            reply = await self._conn.read_response()
+            reply = await self._read(self._conn)
             kind = reply[0]
             if kind == b"message":
                 self._dispatch(reply[1], reply[2])
@@ -155,6 +156,12 @@ class Bus:
                 waiters = self._pending.get(reply[1])
                 if waiters:
                     waiters.popleft().set_result(None)
+
+    @staticmethod
+    async def _read(conn: Connection) -> Any:
+        # push_request: take pub/sub frames as replies, not as out-of-band
+        # pushes; math.inf: an idle channel is not a timeout.
+        return await conn.read_response(timeout=math.inf, push_request=True)
 
     def _dispatch(self, channel: bytes, payload: bytes) -> None:
         head, _, body = payload.partition(b"\n")
