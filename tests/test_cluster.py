@@ -1,0 +1,125 @@
+"""Several nodes sharing one Redis and one database: any node serves any user."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from tests.harness import Node, RedisServer, call, new_user, short_tmpdir, ws_connect
+
+
+@pytest.fixture
+def persistent_redis():
+    redis = RedisServer(persistent=True).start()
+    yield redis
+    redis.stop()
+    shutil.rmtree(redis.dir, ignore_errors=True)
+
+
+def start_nodes(redis: RedisServer, count: int = 2, extra: list[str] | None = None) -> list[Node]:
+    data_dir = short_tmpdir()
+    return [Node(data_dir=data_dir, redis_url=redis.url, extra=list(extra or [])).start() for _ in range(count)]
+
+
+def stop_nodes(nodes: list[Node]) -> None:
+    for n in nodes:
+        if n.proc and n.proc.poll() is None:
+            assert n.stop() == 0, n.log()
+    shutil.rmtree(nodes[0].data_dir, ignore_errors=True)
+
+
+async def test_delivery_actions_presence_and_stats_across_nodes(redis_server):
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        ws_laptop = await ws_connect(b, user.token, laptop)
+        ws_phone = await ws_connect(a, user.token, phone)
+        # presence crosses nodes: the laptop (on b) hears the phone (on a) come online
+        assert (await ws_laptop.recv_type("device_status"))["data"] == {"device_id": phone, "status": "online"}
+        # a notification posted on a reaches the laptop on b, not the phone
+        n = await user.post("from node a", device=phone)
+        frame = await ws_laptop.recv_type("new_notification")
+        assert frame["data"]["id"] == n["id"]
+        await ws_phone.expect_silence(0.5)
+        # an action over the laptop's socket on b syncs to the phone on a
+        await ws_laptop.send({"type": "notification_action", "data": {"notification_id": n["id"], "action": "read"}})
+        sync = (await ws_phone.recv_type("notification_sync"))["data"]
+        assert sync["notification_id"] == n["id"] and sync["is_read"] is True and sync["source_device"] == laptop
+        # per-user stats count sockets on every node; node stats only its own
+        stats_a = (await user.call("GET", "/api/v1/websocket/users/stats")).body
+        assert stats_a["active_connections"] == 2
+        node_b = (await call(b, "GET", "/api/v1/websocket/stats", token=user.token)).body
+        assert node_b["total_connections"] == 1
+        # device list on b sees the phone online through a
+        listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+        assert listed == {phone: "online", laptop: "online"}
+        ws_phone.close()
+        assert (await ws_laptop.recv_type("device_status"))["data"] == {"device_id": phone, "status": "offline"}
+        ws_laptop.close()
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_revoking_on_one_node_closes_sockets_on_another(redis_server):
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        tablet = await user.device("web")
+        ws = await ws_connect(b, user.token, tablet)
+        await ws.send({"type": "ping"})
+        await ws.recv_type("pong")
+        assert (await user.call("DELETE", f"/api/v1/devices/{tablet}")).status == 204
+        assert await ws.wait_closed() == 1008
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_dead_node_leaves_no_device_online_past_the_ttl(redis_server):
+    # ping interval 2 s -> presence TTL 10 s, refreshed every ~3 s
+    a, b = nodes = start_nodes(redis_server, extra=["--ws-ping-interval", "2"])
+    try:
+        user = await new_user(a)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        ws_laptop = await ws_connect(b, user.token, laptop)
+        ws_phone = await ws_connect(a, user.token, phone)
+        await ws_laptop.recv_type("device_status")
+        a.kill()  # no goodbye: its presence entries just stop being refreshed
+        frame = await ws_laptop.recv_type("device_status", timeout=20)
+        assert frame["data"] == {"device_id": phone, "status": "offline"}
+        listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+        assert listed[phone] == "offline"
+        ws_laptop.close()
+        ws_phone.close()
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_redis_restart_with_persistence_loses_nothing_and_needs_no_refetch(persistent_redis):
+    a, b = nodes = start_nodes(persistent_redis)
+    try:
+        user = await new_user(a)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        ws = await ws_connect(b, user.token, laptop)
+        first = await user.post("before restart", device=phone)
+        assert (await ws.recv_type("new_notification"))["data"]["id"] == first["id"]
+        persistent_redis.restart()
+        # the node re-subscribes by itself; posting retries through the outage
+        for _ in range(100):
+            r = await user.call("POST", "/api/v1/notifications", {"app_name": "X", "title": "after restart"},
+                                headers={"X-Device-ID": phone})
+            if r.status == 201:
+                break
+            assert r.status == 503, r.body
+            await asyncio.sleep(0.1)
+        frames = []
+        while not any(f["type"] == "new_notification" for f in frames):
+            f = await ws.recv(10)
+            assert f is not None, "socket closed"
+            frames.append(f)
+        assert [f["type"] for f in frames] == ["new_notification"], frames
+        assert frames[0]["data"]["title"] == "after restart"
+        ws.close()
+    finally:
+        stop_nodes(nodes)
