@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import tornado.web
 
-from handlers import auth, devices, health, notifications, stats, ws
+from handlers import auth, devices, health, notifications, stats, web, ws
 from handlers.base import NotFoundHandler, log_request
 from notisync.services import Services
 
 
 def make_app(services: Services) -> tornado.web.Application:
     s = services.settings
-    routes = auth.routes + devices.routes + notifications.routes + stats.routes + health.routes + ws.routes
+    routes = auth.routes + devices.routes + notifications.routes + stats.routes + health.routes + ws.routes + web.routes
     return tornado.web.Application(
         routes,
         services=services,
