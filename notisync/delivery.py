@@ -141,7 +141,8 @@ class Delivery:
                     self._send_sync_required(conn, "history_trimmed")
                     state.cursor = result.last if not entries else state.cursor
                 for entry in entries:
-                    conn.send(protocol.with_id(entry.body, f"{self.epoch}:{entry.id}"))
+                    if not conn.send(protocol.with_id(entry.body, f"{self.epoch}:{entry.id}")):
+                        return  # socket gone: its next connection resumes from its cursor
                     state.cursor = entry.id
                 if len(entries) < BATCH and not state.dirty:
                     return
