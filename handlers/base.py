@@ -89,6 +89,8 @@ class BaseHandler(tornado.web.RequestHandler):
             return json.loads(bytes(self._body))
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+        except RecursionError:  # e.g. "[[[[…" nested past the parser's depth
+            raise BadRequest("request body is nested too deeply", code="invalid_json") from None
 
     def query_params(self) -> dict[str, str]:
         """Single-valued query arguments (the last one wins if repeated)."""

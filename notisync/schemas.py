@@ -88,12 +88,38 @@ class NotificationListSchema(_Base):
 def load(schema: Schema, data: Any) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ValidationFailed("body must be a JSON object", code="invalid_body")
+    bad = _unencodable_fields(data)
+    if bad:
+        # JSON may spell lone surrogates (\ud800); no store, hash or
+        # response can encode them as UTF-8, so refuse them up front.
+        raise ValidationFailed("invalid fields", fields={k: "Not valid Unicode text." for k in bad})
     try:
         result = schema.load(data)
     except ValidationError as exc:
         raise ValidationFailed("invalid fields", fields=_flatten(exc.messages)) from None
     # UUIDs travel as strings everywhere else in the server.
     return {k: (str(v) if hasattr(v, "hex") and not isinstance(v, str) else v) for k, v in result.items()}
+
+
+def _unencodable_fields(data: Mapping[Any, Any]) -> list[str]:
+    """Top-level keys whose key or value holds a string that is not valid UTF-8 text."""
+    bad = []
+    for key, value in data.items():
+        stack = [key, value]  # iterative: parsed JSON may nest deeply
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    bad.append(key.encode("utf-8", "replace").decode() if isinstance(key, str) else "_schema")
+                    break
+            elif isinstance(item, Mapping):
+                for k, v in item.items():
+                    stack += (k, v)
+            elif isinstance(item, list):
+                stack.extend(item)
+    return bad
 
 
 def _flatten(messages: Any) -> dict[str, str]:

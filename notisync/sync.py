@@ -149,6 +149,8 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         created = dt.datetime.fromisoformat(stamp)
         if created.tzinfo is None or not record_id:
             raise ValueError(raw)
+        # Stores compare in UTC; a stamp like 0001-01-01T00:00+14:00 has no UTC value.
+        created.astimezone(dt.timezone.utc)
         return created, record_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("invalid cursor", code="invalid_cursor", fields={"before": "Not a valid cursor."}) from None

@@ -1,0 +1,481 @@
+"""Accounts and tokens over REST, plus what every route shares: the error
+shape, body limits, CORS, /health and the stats routes. Real node, real sockets."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from typing import Any, Iterator
+
+import jwt
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from tests.harness import Node, Response, call, new_user, ws_connect
+
+API = "/api/v1"
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+
+
+# -- shared checks (the other test_rest_* files import these) -----------------
+
+def assert_error(r: Response, status: int, code: str | None = None, fields: set[str] | None = None) -> dict[str, Any]:
+    """``r`` is exactly the SPEC error shape with that status; returns the error object."""
+    assert r.status == status, (r.status, r.body)
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers.get("Content-Type")
+    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r.body
+    err = r.body["error"]
+    assert isinstance(err, dict) and {"code", "message"} <= set(err) <= {"code", "message", "fields"}, err
+    assert isinstance(err["code"], str) and SNAKE.match(err["code"]), err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert "Traceback" not in err["message"], err
+    if "fields" in err:
+        assert isinstance(err["fields"], dict) and err["fields"], err
+        assert all(isinstance(k, str) and isinstance(v, str) and v for k, v in err["fields"].items()), err
+    if code is not None:
+        assert err["code"] == code, err
+    if fields is not None:
+        assert set(err.get("fields", {})) == fields, err
+    return err
+
+
+def parse_iso(value: str) -> dt.datetime:
+    assert isinstance(value, str) and ISO_Z.match(value), value
+    return dt.datetime.fromisoformat(value[:-1] + "+00:00")
+
+
+def fresh_email() -> str:
+    return f"u{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def register(node: Node, email: str, password: str = "correct horse") -> Response:
+    return await call(node, "POST", f"{API}/auth/register", {"email": email, "password": password})
+
+
+async def login(node: Node, email: str, password: str = "correct horse") -> Response:
+    return await call(node, "POST", f"{API}/auth/login", {"email": email, "password": password})
+
+
+async def refresh(node: Node, token: str) -> Response:
+    return await call(node, "POST", f"{API}/auth/refresh", {"refresh_token": token})
+
+
+def read_secret(node: Node) -> str:
+    with open(os.path.join(node.data_dir, "jwt_secret"), encoding="ascii") as f:
+        return f.read().strip()
+
+
+def b64url(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+# -- register -------------------------------------------------------------------
+
+async def test_register_returns_the_user_with_lowercased_email(node):
+    email = f"Mixed.{uuid.uuid4().hex[:8]}@Example.COM"
+    before = dt.datetime.now(dt.timezone.utc)
+    r = await register(node, email, "12345678")  # exactly 8 characters is enough
+    assert r.status == 201, r.body
+    assert set(r.body) == {"user"}
+    user = r.body["user"]
+    assert set(user) == {"id", "email", "created_at"}
+    assert str(uuid.UUID(user["id"])) == user["id"]
+    assert user["email"] == email.lower()
+    created = parse_iso(user["created_at"])
+    assert before - dt.timedelta(seconds=2) <= created <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+    # the lower-cased address is the account: logging in with either spelling works
+    r = await login(node, email.upper(), "12345678")
+    assert r.status == 200 and r.body["user"] == user
+
+
+async def test_register_twice_is_409_whatever_the_case(node):
+    email = fresh_email()
+    assert (await register(node, email)).status == 201
+    assert_error(await register(node, email), 409)
+    assert_error(await register(node, email.upper(), "another password"), 409)
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"email", "password"}),
+    ({"password": "long enough"}, {"email"}),
+    ({"email": "not-an-email", "password": "long enough"}, {"email"}),
+    ({"email": "a@example.com", "password": "short77"}, {"password"}),
+    ({"email": "a@example.com", "password": 123}, {"password"}),
+    ({"email": 5, "password": 12345678}, {"email", "password"}),
+    ({"email": None, "password": None}, {"email", "password"}),
+    ({"email": ["a@example.com"], "password": {"x": 1}}, {"email", "password"}),
+], ids=["empty-object", "missing-email", "invalid-email", "short-password", "password-int",
+        "both-wrong-type", "nulls", "list-and-object"])
+async def test_register_reports_each_bad_field(node, body, fields):
+    assert_error(await call(node, "POST", f"{API}/auth/register", body), 400, fields=fields)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"null", b"42", b'"a@b.c"', b"{bad json", b"", b"\xff\xfe{}"],
+                         ids=["array", "null", "number", "string", "malformed", "empty", "not-utf8"])
+async def test_register_refuses_bodies_that_are_not_a_json_object(node, raw):
+    r = await call(node, "POST", f"{API}/auth/register", raw=raw)
+    assert_error(r, 400)
+
+
+# -- login ----------------------------------------------------------------------
+
+async def test_login_returns_a_bearer_pair_that_works(node):
+    email = fresh_email()
+    user = (await register(node, email)).body["user"]
+    r = await login(node, email)
+    assert r.status == 200, r.body
+    assert set(r.body) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
+    assert r.body["token_type"] == "Bearer" and r.body["expires_in"] == 900
+    assert r.body["user"] == user
+    assert r.body["access_token"] != r.body["refresh_token"]
+    me = await call(node, "GET", f"{API}/websocket/users/stats", token=r.body["access_token"])
+    assert me.status == 200 and me.body["user_id"] == user["id"]
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(node):
+    email = fresh_email()
+    await register(node, email)
+    wrong = assert_error(await login(node, email, "not the password"), 401)
+    unknown = assert_error(await login(node, fresh_email(), "not the password"), 401)
+    assert wrong == unknown
+
+
+async def test_sixth_login_attempt_in_a_minute_is_rate_limited(node):
+    email, other = fresh_email(), fresh_email()
+    await register(node, email)
+    await register(node, other)
+    for _ in range(5):
+        assert_error(await login(node, email, "wrong password"), 401)
+    # even the right password is refused now
+    r = await login(node, email)
+    assert_error(r, 429)
+    retry = r.headers.get("Retry-After")
+    assert retry is not None and retry.isdigit() and 0 < int(retry) <= 60, retry
+    # the address is remembered lower-cased: changing the case does not reset the count
+    assert_error(await login(node, email.upper()), 429)
+    # another account from the same client is not affected
+    assert (await login(node, other)).status == 200
+
+
+# -- refresh --------------------------------------------------------------------
+
+async def test_refresh_rotates_the_pair(node):
+    user = await new_user(node)
+    r = await refresh(node, user.refresh_token)
+    assert r.status == 200, r.body
+    assert r.body["token_type"] == "Bearer" and r.body["user"]["id"] == user.id
+    assert r.body["refresh_token"] != user.refresh_token and r.body["access_token"] != user.token
+    assert (await call(node, "GET", f"{API}/devices", token=r.body["access_token"])).status == 200
+    # the used refresh token stops working
+    assert_error(await refresh(node, user.refresh_token), 401)
+
+
+async def test_reusing_a_refresh_token_revokes_the_newer_one_too(node):
+    user = await new_user(node)
+    newer = (await refresh(node, user.refresh_token)).body["refresh_token"]
+    assert_error(await refresh(node, user.refresh_token), 401)  # the replay
+    assert_error(await refresh(node, newer), 401)  # the whole family is gone
+    # logging in again starts a fresh family
+    again = await login(node, user.email, user.password)
+    assert (await refresh(node, again.body["refresh_token"])).status == 200
+
+
+async def test_tokens_only_work_in_their_own_role(node):
+    user = await new_user(node)
+    assert_error(await refresh(node, user.token), 401)  # access token as refresh
+    assert_error(await call(node, "GET", f"{API}/devices", token=user.refresh_token), 401)  # and vice versa
+    assert_error(await refresh(node, "not-a-token"), 401)
+    assert_error(await call(node, "POST", f"{API}/auth/refresh", {}), 400, fields={"refresh_token"})
+
+
+async def test_forged_tokens_are_refused(node):
+    user = await new_user(node)
+    secret = read_secret(node)
+    now = int(time.time())
+    claims = {"sub": user.id, "type": "access", "iat": now, "exp": now + 600}
+    # control: a token we sign with the node's secret is accepted, so the refusals below are about the token
+    good = jwt.encode(claims, secret, algorithm="HS256")
+    assert (await call(node, "GET", f"{API}/devices", token=good)).status == 200
+
+    expired = jwt.encode({**claims, "iat": now - 1000, "exp": now - 60}, secret, algorithm="HS256")
+    other_secret = jwt.encode(claims, "another-secret-of-the-same-length-" + secret[:16], algorithm="HS256")
+    alg_none = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}."
+    alg_none_signed = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}.{good.split('.')[2]}"
+    no_type = jwt.encode({k: v for k, v in claims.items() if k != "type"}, secret, algorithm="HS256")
+    for label, token in {"expired": expired, "other secret": other_secret, "alg none": alg_none,
+                         "alg none with signature": alg_none_signed, "no type claim": no_type}.items():
+        r = await call(node, "GET", f"{API}/devices", token=token)
+        assert r.status == 401, (label, r.status, r.body)
+        assert_error(r, 401)
+
+
+def authenticated_routes(device_id: str, notification_id: str) -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", f"{API}/devices", None),
+        ("POST", f"{API}/devices", {"device_name": "x", "device_type": "web"}),
+        ("GET", f"{API}/devices/{device_id}", None),
+        ("PUT", f"{API}/devices/{device_id}", {"device_name": "renamed"}),
+        ("DELETE", f"{API}/devices/{device_id}", None),
+        ("GET", f"{API}/notifications", None),
+        ("POST", f"{API}/notifications", {"app_name": "Slack"}),
+        ("GET", f"{API}/notifications/{notification_id}", None),
+        ("PUT", f"{API}/notifications/{notification_id}/action", {"action": "read"}),
+        ("GET", f"{API}/websocket/stats", None),
+        ("GET", f"{API}/websocket/users/stats", None),
+    ]
+
+
+async def test_every_authenticated_route_needs_a_valid_bearer_token(node):
+    user = await new_user(node)
+    device = await user.device()
+    notification = (await user.post("secret"))["id"]
+    bad_headers = {
+        "none": {},
+        "empty": {"Authorization": ""},
+        "scheme only": {"Authorization": "Bearer"},
+        "scheme and space": {"Authorization": "Bearer "},
+        "garbage": {"Authorization": "Bearer garbage"},
+        "three dots": {"Authorization": "Bearer a.b.c"},
+        "basic": {"Authorization": "Basic dXNlcjpwYXNz"},
+        "token without scheme": {"Authorization": user.token},
+    }
+    for method, path, body in authenticated_routes(device, notification):
+        for label, headers in bad_headers.items():
+            r = await call(node, method, path, body, headers=headers)
+            assert r.status == 401, (method, path, label, r.status, r.body)
+            assert_error(r, 401)
+    # nothing happened: the device is still there, unrenamed, the notification unread
+    devices = (await user.call("GET", f"{API}/devices")).body["devices"]
+    assert [(d["id"], d["device_name"]) for d in devices] == [(device, "web")]
+    listed = (await user.call("GET", f"{API}/notifications")).body["notifications"]
+    assert [(n["id"], n["is_read"]) for n in listed] == [(notification, False)]
+
+
+# -- errors every route shares ------------------------------------------------------
+
+async def test_unknown_route_and_wrong_method_answer_json(node):
+    user = await new_user(node)
+    assert_error(await call(node, "GET", "/no/such/route"), 404)
+    assert_error(await call(node, "GET", f"{API}/nope", token=user.token), 404)
+    assert_error(await call(node, "POST", f"{API}/devices/x/y/z", {}, token=user.token), 404)
+    assert_error(await call(node, "DELETE", f"{API}/auth/login"), 405)
+    assert_error(await call(node, "GET", f"{API}/auth/register"), 405)
+    assert_error(await call(node, "POST", "/health", {}), 405)
+    assert_error(await call(node, "PATCH", f"{API}/notifications", {}, token=user.token), 405)
+    assert_error(await call(node, "DELETE", f"{API}/notifications", token=user.token), 405)
+
+
+async def test_body_over_64k_is_413_with_content_length(node):
+    user = await new_user(node)
+    big = {"app_name": "Slack", "title": "x" * (65 * 1024)}
+    assert_error(await user.call("POST", f"{API}/notifications", big), 413)
+    assert_error(await call(node, "POST", f"{API}/auth/login", raw=b" " * (64 * 1024 + 1)), 413)
+    # exactly at the limit is accepted as a body (and then judged on its content)
+    at_limit = json.dumps({"app_name": "Slack", "body": ""}).encode()
+    at_limit = at_limit[:-1] + b" " * (64 * 1024 - len(at_limit)) + b"}"
+    assert len(at_limit) == 64 * 1024
+    assert (await user.call("POST", f"{API}/notifications", raw=at_limit)).status == 201
+    assert (await user.call("GET", f"{API}/notifications")).body["notifications"].__len__() == 1
+
+
+async def chunked(node: Node, path: str, chunks: list[bytes], token: str | None = None) -> Response:
+    async def produce(write: Any) -> None:
+        for chunk in chunks:
+            await write(chunk)
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = HTTPRequest(node.base + path, method="POST", headers=headers, body_producer=produce, request_timeout=30)
+    resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+    assert "Content-Length" not in req.headers  # really sent chunked
+    text = resp.body.decode() if resp.body else ""
+    return Response(resp.code, json.loads(text) if text else None, resp.headers)
+
+
+async def test_body_over_64k_is_413_when_chunked(node):
+    user = await new_user(node)
+    body = json.dumps({"app_name": "Slack", "title": "y" * (70 * 1024)}).encode()
+    chunks = [body[i:i + 8192] for i in range(0, len(body), 8192)]
+    assert_error(await chunked(node, f"{API}/notifications", chunks, user.token), 413)
+    assert_error(await chunked(node, f"{API}/auth/login", [b"z" * 40000, b"z" * 40000]), 413)
+    assert (await user.call("GET", f"{API}/notifications")).body["notifications"] == []
+    # a small chunked body is read normally
+    ok = json.dumps({"app_name": "Slack", "title": "chunked"}).encode()
+    r = await chunked(node, f"{API}/notifications", [ok[:5], ok[5:]], user.token)
+    assert r.status == 201 and r.body["title"] == "chunked"
+
+
+def hostile_requests(device: str, notification: str) -> list[tuple[str, str, Any, bytes | None, dict[str, str]]]:
+    """(method, path, json body, raw body, headers) — junk for every route."""
+    junk_values = [None, 0, -1, 2**70, 1.5, True, "", "x" * 5000, [], [1, "a"], {}, {"nested": {"deep": [None]}},
+                   "💥\u202e\u0000ζ", "\ud800", "' OR 1=1 --", "../../etc/passwd"]
+    bodies: list[Any] = []
+    for value in junk_values:
+        bodies.append({k: value for k in ("email", "password", "refresh_token", "device_name", "device_type", "id",
+                                          "push_token", "app_name", "title", "body", "category", "priority",
+                                          "source_device_id", "source_key", "action", "device_id")})
+    raws = [b"[]", b"null", b"\"str\"", b"{", b"\x00\x01\x02", b"[" * 3000 + b"]" * 3000,
+            b'{"a":' * 3000 + b"1" + b"}" * 3000, b'{"app_name": "\\ud83d"}', b"1e99999", b"NaN"]
+    bad_ids = ["not-a-uuid", "0", "%20", "..", "%FF", "%ED%A0%80", "a" * 3000, str(uuid.uuid4()), "null", "%00"]
+    reqs: list[tuple[str, str, Any, bytes | None, dict[str, str]]] = []
+    posts = [f"{API}/auth/register", f"{API}/auth/login", f"{API}/auth/refresh", f"{API}/devices",
+             f"{API}/notifications"]
+    puts = [f"{API}/devices/{device}", f"{API}/notifications/{notification}/action"]
+    for path in posts:
+        reqs += [("POST", path, b, None, {}) for b in bodies]
+        reqs += [("POST", path, None, raw, {}) for raw in raws]
+    for path in puts:
+        reqs += [("PUT", path, b, None, {}) for b in bodies]
+        reqs += [("PUT", path, None, raw, {}) for raw in raws]
+    for bad in bad_ids:
+        reqs += [("GET", f"{API}/devices/{bad}", None, None, {}), ("PUT", f"{API}/devices/{bad}", {"device_name": "n"}, None, {}),
+                 ("DELETE", f"{API}/devices/{bad}", None, None, {}), ("GET", f"{API}/notifications/{bad}", None, None, {}),
+                 ("PUT", f"{API}/notifications/{bad}/action", {"action": "read"}, None, {}),
+                 ("POST", f"{API}/notifications", {"app_name": "x"}, None, {"X-Device-ID": bad}),
+                 ("PUT", f"{API}/notifications/{notification}/action", {"action": "read"}, None, {"X-Device-ID": bad})]
+    queries = ["limit=abc", "limit=0", "limit=201", "limit=-5", "limit=1e3", "limit=99999999999999999999999",
+               "limit=", "is_read=maybe", "is_dismissed=2", "before=garbage", "before=%FF%FE", "before=" + "A" * 500,
+               "before=" + base64.urlsafe_b64encode(b"0001-01-01T00:00:00+14:00|x").decode(),
+               "before=" + base64.urlsafe_b64encode(b"2020-01-01T00:00:00|x").decode(),
+               "before=" + base64.urlsafe_b64encode(b"|").decode(),
+               "category=Spam", "category=", "q=", "q=" + "q" * 500, "q=%25%5F%5C", "q=%ED%A0%80", "app_name=%00",
+               "limit=5&limit=abc", "unknown=1", "q=%F0%9F%92%A5"]
+    reqs += [("GET", f"{API}/notifications?{q}", None, None, {}) for q in queries]
+    return reqs
+
+
+async def test_hostile_inputs_never_cause_a_500(node):
+    user = await new_user(node)
+    device = await user.device()
+    notification = (await user.post("target", device=device))["id"]
+    seen: dict[int, int] = {}
+    for method, path, body, raw, headers in hostile_requests(device, notification):
+        r = await call(node, method, path, body, token=user.token, headers=headers, raw=raw)
+        where = (method, path[:80], json.dumps(body)[:80] if body is not None else raw[:30] if raw else None, headers)
+        assert r.status < 500, (where, r.status, r.body)
+        assert "Traceback" not in json.dumps(r.body), where
+        seen[r.status] = seen.get(r.status, 0) + 1
+        if r.status >= 400:
+            try:
+                assert_error(r, r.status)
+            except AssertionError as exc:
+                raise AssertionError(f"{where}: {exc}") from None
+    # the table really reached validation, lookups and successes, not just one kind of refusal
+    assert {400, 404} <= set(seen), seen
+    # and the node is still healthy with this user's data intact
+    assert (await call(node, "GET", "/health")).status == 200
+    assert (await user.call("GET", f"{API}/notifications/{notification}")).status == 200
+
+
+# -- CORS -------------------------------------------------------------------------
+
+async def test_cors_preflight_and_simple_request_with_default_origins(node):
+    origin = "https://somewhere.example"
+    r = await call(node, "OPTIONS", f"{API}/notifications",
+                   headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                            "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status == 204, (r.status, r.body)
+    assert r.headers.get("Access-Control-Allow-Origin") == origin
+    allowed = {h.strip().lower() for h in r.headers.get("Access-Control-Allow-Headers", "").split(",")}
+    assert {"authorization", "content-type"} <= allowed
+    methods = {m.strip() for m in r.headers.get("Access-Control-Allow-Methods", "").split(",")}
+    assert {"GET", "POST", "PUT", "DELETE"} <= methods
+    # preflight on a route with an id, and on the auth routes
+    for path in (f"{API}/devices/{uuid.uuid4()}", f"{API}/auth/login"):
+        r = await call(node, "OPTIONS", path, headers={"Origin": origin, "Access-Control-Request-Method": "PUT"})
+        assert r.status == 204 and r.headers.get("Access-Control-Allow-Origin") == origin, path
+    user = await new_user(node)
+    r = await user.call("GET", f"{API}/devices", headers={"Origin": origin})
+    assert r.status == 200 and r.headers.get("Access-Control-Allow-Origin") == origin
+    # error answers carry it too, or the browser app could not read them
+    r = await call(node, "GET", f"{API}/devices", headers={"Origin": origin})
+    assert r.status == 401 and r.headers.get("Access-Control-Allow-Origin") == origin
+    r = await call(node, "GET", f"{API}/devices")
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.fixture(scope="module")
+def narrow_node() -> Iterator[Node]:
+    n = Node(extra=["--allowed-origins", "https://app.example"]).start()
+    yield n
+    code = n.stop()
+    assert code == 0, n.log()
+    shutil.rmtree(n.data_dir, ignore_errors=True)
+
+
+async def test_allowed_origins_narrows_rest_and_websocket(narrow_node):
+    n = narrow_node
+    good, evil = "https://app.example", "https://evil.example"
+    user = await new_user(n)
+    device = await user.device()
+    pre = {"Access-Control-Request-Method": "POST"}
+    r = await call(n, "OPTIONS", f"{API}/devices", headers={"Origin": good, **pre})
+    assert r.status == 204 and r.headers.get("Access-Control-Allow-Origin") == good
+    assert "authorization" in r.headers.get("Access-Control-Allow-Headers", "").lower()
+    r = await call(n, "OPTIONS", f"{API}/devices", headers={"Origin": evil, **pre})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    assert "Access-Control-Allow-Headers" not in r.headers
+    r = await user.call("GET", f"{API}/devices", headers={"Origin": good})
+    assert r.status == 200 and r.headers.get("Access-Control-Allow-Origin") == good
+    r = await user.call("GET", f"{API}/devices", headers={"Origin": evil})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_connect(n, user.token, device, headers={"Origin": evil})
+    assert refused.value.code == 403
+    ws = await ws_connect(n, user.token, device, headers={"Origin": good})
+    try:
+        await ws.send({"type": "ping"})
+        assert (await ws.recv_type("pong"))["type"] == "pong"
+    finally:
+        ws.close()
+
+
+async def test_websocket_accepts_any_origin_by_default(node):
+    user = await new_user(node)
+    ws = await ws_connect(node, user.token, await user.device(), headers={"Origin": "https://anything.example"})
+    try:
+        await ws.send({"type": "ping"})
+        await ws.recv_type("pong")
+    finally:
+        ws.close()
+
+
+# -- health and stats -------------------------------------------------------------
+
+async def test_health_reports_ok_without_auth(node):
+    r = await call(node, "GET", "/health")
+    assert r.status == 200, r.body
+    assert r.headers.get("Content-Type", "").startswith("application/json")
+    b = r.body
+    assert b["status"] == "ok"
+    assert b["websocket"]["status"] == "running" and isinstance(b["websocket"]["connections"], int)
+    assert b["store"] == {"status": "ok", "backend": "sqlite"}
+    assert b["redis"]["status"] == "ok"
+
+
+async def test_stats_need_auth_and_count_sockets(node):
+    for path in (f"{API}/websocket/stats", f"{API}/websocket/users/stats"):
+        assert_error(await call(node, "GET", path), 401)
+    user = await new_user(node)
+    r = await user.call("GET", f"{API}/websocket/users/stats")
+    assert r.status == 200 and r.body["user_id"] == user.id and r.body["active_connections"] == 0
+    parse_iso(r.body["timestamp"])
+    ws = await ws_connect(node, user.token, await user.device())
+    try:
+        await ws.send({"type": "ping"})
+        await ws.recv_type("pong")
+        r = await user.call("GET", f"{API}/websocket/users/stats")
+        assert r.body["active_connections"] == 1
+        r = await user.call("GET", f"{API}/websocket/stats")
+        assert r.status == 200 and r.body["total_connections"] >= 1
+        parse_iso(r.body["timestamp"])
+    finally:
+        ws.close()
