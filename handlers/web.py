@@ -1,4 +1,10 @@
-"""The web dashboard: static files shipped inside the package, served at /."""
+"""The web dashboard: static files shipped inside the package, served at /.
+
+Every dashboard response carries a strict Content-Security-Policy: the page
+renders text that other people's apps wrote (notification titles and bodies),
+so even if a rendering bug slipped through, no inline or foreign script could
+run and nothing could be loaded from or sent to another origin over HTTP.
+"""
 from __future__ import annotations
 
 import os
@@ -9,8 +15,32 @@ import notisync
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(notisync.__file__)), "static")
 
+# connect-src lists ws:/wss: because older browsers do not let 'self' cover
+# WebSocket URLs; everything else stays on this origin.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "connect-src 'self' ws: wss:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def _security_headers(handler: tornado.web.RequestHandler) -> None:
+    handler.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "no-referrer")
+    handler.set_header("X-Frame-Options", "DENY")
+
 
 class IndexHandler(tornado.web.RequestHandler):
+    def set_default_headers(self) -> None:
+        _security_headers(self)
+
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
@@ -18,7 +48,17 @@ class IndexHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+class StaticHandler(tornado.web.StaticFileHandler):
+    def set_default_headers(self) -> None:
+        _security_headers(self)
+
+    def set_extra_headers(self, path: str) -> None:
+        # Modules import each other without version tags, so the browser must
+        # revalidate (cheap: ETag) rather than mix old and new files.
+        self.set_header("Cache-Control", "no-cache")
+
+
 routes = [
     (r"/", IndexHandler),
-    (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": STATIC_DIR}),
+    (r"/static/(.*)", StaticHandler, {"path": STATIC_DIR}),
 ]

@@ -1,0 +1,179 @@
+// DOM rendering. Everything that came from a notification or a device is set
+// with textContent or attributes on elements made by createElement: titles are
+// written by arbitrary apps on the phone and must never be parsed as HTML.
+
+export const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'text') node.textContent = value;
+    else if (key === 'class') node.className = value;
+    else if (key in node && !key.startsWith('aria') && !key.startsWith('data')) node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+/** The words used for a notification in labels, never empty. */
+export function labelOf(n) {
+  return (n.title || '').trim() || (n.app_name || '').trim() || 'notification';
+}
+
+function when(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const sameDay = d.toDateString() === new Date().toDateString();
+  return sameDay
+    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+// -- notifications ----------------------------------------------------------
+
+const noteNodes = new Map(); // id -> <li>, kept across renders so focus and scroll survive
+
+function createNote(n, { onRead, onDismiss }) {
+  const li = el('li', { class: 'note', 'data-id': n.id });
+  const dot = el('span', { class: 'dot', role: 'img', 'aria-label': 'unread' });
+  const app = el('span', { class: 'app' });
+  const cat = el('span', { class: 'cat' });
+  const time = el('time', { class: 'time' });
+  const title = el('h3', { class: 'title' });
+  const body = el('p', { class: 'body' });
+  const read = el('button', { type: 'button', class: 'read', text: 'Read' });
+  const dismiss = el('button', { type: 'button', class: 'dismiss', text: 'Dismiss' });
+  read.addEventListener('click', () => onRead(li.dataset.id));
+  dismiss.addEventListener('click', () => onDismiss(li.dataset.id));
+  li.append(
+    el('div', { class: 'note-head' }, [dot, app, cat, time]),
+    title, body,
+    el('div', { class: 'actions' }, [read, dismiss]),
+  );
+  li.parts = { dot, app, cat, time, title, body, read, dismiss };
+  return li;
+}
+
+function updateNote(li, n) {
+  const p = li.parts;
+  const label = labelOf(n);
+  li.classList.toggle('unread', !n.is_read);
+  li.dataset.unread = String(!n.is_read);
+  li.dataset.category = n.category || '';
+  p.dot.hidden = Boolean(n.is_read);
+  p.app.textContent = n.app_name || '';
+  p.cat.textContent = n.category || '';
+  p.cat.className = `cat cat-${String(n.category || '').toLowerCase()}`;
+  p.time.textContent = when(n.created_at);
+  p.time.setAttribute('datetime', n.created_at || '');
+  p.title.textContent = n.title || n.app_name || '';
+  p.body.textContent = n.body || '';
+  p.body.hidden = !n.body;
+  // Hiding a focused button drops focus to <body>; hand it to Dismiss instead.
+  if (n.is_read && document.activeElement === p.read) p.dismiss.focus();
+  p.read.hidden = Boolean(n.is_read);
+  p.read.setAttribute('aria-label', `Mark read: ${label}`);
+  p.dismiss.setAttribute('aria-label', `Dismiss: ${label}`);
+}
+
+/** Keyed update: existing rows are moved, not rebuilt, so a focused button keeps focus. */
+export function renderNotifications(list, items, handlers) {
+  const keep = new Set(items.map((n) => n.id));
+  let refocus = null;
+  for (const [id, li] of noteNodes) {
+    if (keep.has(id)) continue;
+    if (li.contains(document.activeElement)) refocus = li.nextElementSibling || li.previousElementSibling;
+    li.remove();
+    noteNodes.delete(id);
+  }
+  let prev = null;
+  for (const n of items) {
+    let li = noteNodes.get(n.id);
+    if (!li) {
+      li = createNote(n, handlers);
+      noteNodes.set(n.id, li);
+    }
+    updateNote(li, n);
+    const want = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (li !== want) list.insertBefore(li, want);
+    prev = li;
+  }
+  // A keyboard user who dismissed an item lands on its neighbour, not on <body>.
+  if (refocus && refocus.isConnected) refocus.querySelector('button:not([hidden])')?.focus();
+}
+
+export function clearNotifications(list) {
+  noteNodes.clear();
+  list.replaceChildren();
+}
+
+// -- devices ----------------------------------------------------------------
+
+export function renderDevices(list, devices, ownId, { onRename, onRevoke }) {
+  const editing = list.querySelector('form.rename');
+  if (editing) return; // do not yank the input from under the user; next render catches up
+  list.replaceChildren(...devices.map((d) => deviceRow(d, ownId, { onRename, onRevoke })));
+}
+
+function deviceRow(d, ownId, { onRename, onRevoke }) {
+  const own = d.id === ownId;
+  const online = d.status === 'online';
+  const name = el('span', { class: 'device-name', text: d.device_name || d.id });
+  const status = el('span', {
+    class: `status ${online ? 'online' : 'offline'}`,
+    text: online ? 'online' : 'offline',
+    'data-status': online ? 'online' : 'offline',
+  });
+  const meta = el('span', { class: 'device-type muted small', text: d.device_type || '' });
+  const head = el('div', { class: 'device-head' }, [name]);
+  if (own) head.append(el('span', { class: 'tag', text: 'this browser' }));
+  const rename = el('button', { type: 'button', text: 'Rename', 'aria-label': `Rename device: ${d.device_name}` });
+  const actions = el('div', { class: 'actions' }, [rename]);
+  if (!own) {
+    const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke', 'aria-label': `Revoke device: ${d.device_name}` });
+    revoke.addEventListener('click', () => onRevoke(d));
+    actions.append(revoke);
+  }
+  const li = el('li', { class: 'device', 'data-id': d.id, 'data-own': String(own) }, [
+    head, el('div', { class: 'device-meta' }, [status, meta]), actions,
+  ]);
+  rename.addEventListener('click', () => startRename(li, d, onRename));
+  return li;
+}
+
+function startRename(li, d, onRename) {
+  const input = el('input', { type: 'text', value: d.device_name || '', maxLength: 100, required: true, 'aria-label': `New name for ${d.device_name}` });
+  const save = el('button', { type: 'submit', class: 'primary', text: 'Save', 'aria-label': `Save name for ${d.device_name}` });
+  const cancel = el('button', { type: 'button', text: 'Cancel', 'aria-label': 'Cancel rename' });
+  const form = el('form', { class: 'rename' }, [input, el('div', { class: 'actions' }, [save, cancel])]);
+  const original = [...li.childNodes];
+  cancel.addEventListener('click', () => { li.replaceChildren(...original); });
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const value = input.value.trim();
+    if (!value) return;
+    li.replaceChildren(...original);
+    onRename(d, value);
+  });
+  li.replaceChildren(form);
+  input.focus();
+  input.select();
+}
+
+// -- connection indicator ---------------------------------------------------
+
+const CONN_TEXT = {
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  revoked: 'Disconnected: this browser was revoked',
+  stopped: 'Disconnected',
+};
+
+export function renderConnection(state) {
+  const box = $('conn');
+  box.dataset.state = state;
+  $('conn-text').textContent = CONN_TEXT[state] || state;
+}
