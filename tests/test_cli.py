@@ -1,0 +1,393 @@
+"""The real ``notisync`` command, in subprocesses, against a real server.
+
+Every test has its own config dir and user; ``watch`` output is read line by
+line with timeouts, and every subprocess is killed at teardown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import jwt
+import pytest
+
+from tests.harness import ROOT, Node, User, call, free_port, new_user, ws_connect
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+STREAM = ("new_notification", "notification_sync", "sync_required")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def ok(self) -> "Result":
+        assert self.code == 0, f"exit {self.code}: {self.err}"
+        return self
+
+    def one_line_error(self) -> str:
+        """A failure: non-zero status, one line on stderr, no traceback."""
+        assert self.code != 0, self.out
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in self.err, self.err
+        return lines[0]
+
+
+class Watch:
+    """A running ``notisync watch`` whose stdout is read one line at a time."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def line(self, timeout: float = 10) -> str:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        assert raw, f"watch exited {await self.proc.wait()}: {await self.stderr()}"
+        return raw.decode().rstrip("\n")
+
+    async def frame(self, timeout: float = 10) -> dict[str, Any]:
+        """The next stream frame (device_status lines are live-only noise here)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = json.loads(await self.line(max(deadline - time.monotonic(), 0.01)))
+            if frame["type"] in STREAM:
+                return frame
+
+    async def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return (await asyncio.wait_for(self.proc.stderr.read(), 5)).decode()
+
+
+@dataclass
+class Cli:
+    server: str
+    config_dir: str
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTISYNC_")}
+        env.update(PYTHONPATH=ROOT, NOTISYNC_CONFIG_DIR=self.config_dir, **extra)
+        return env
+
+    async def spawn(self, *args: str, program: list[str] | None = None,
+                    env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+        argv = [*(program or [sys.executable, "-m", "notisync"]), "--server", self.server, *args]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=env or self.env(), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        self.procs.append(proc)
+        return proc
+
+    async def run(self, *args: str, timeout: float = 30, **kw: Any) -> Result:
+        proc = await self.spawn(*args, **kw)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        return Result(proc.returncode or 0, out.decode(), err.decode())
+
+    async def watch(self, *args: str) -> Watch:
+        return Watch(await self.spawn("watch", *args))
+
+    def session(self) -> dict[str, Any]:
+        with open(os.path.join(self.config_dir, "session.json"), encoding="utf-8") as f:
+            return json.load(f)
+
+
+@pytest.fixture
+async def cli(node: Node, tmp_path: Any) -> AsyncIterator[Cli]:
+    # A dir that does not exist yet: the CLI must create it, mode 0700.
+    c = Cli(node.base, str(tmp_path / "config"))
+    yield c
+    for proc in c.procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def user(node: Node, cli: Cli) -> User:
+    """A user (made over REST) whose CLI is logged in."""
+    u = await new_user(node)
+    (await cli.run("login", "--email", u.email, "--password", u.password)).ok()
+    return u
+
+
+async def rest_notification(user: User, notification_id: str) -> dict[str, Any]:
+    r = await user.call("GET", f"/api/v1/notifications/{notification_id}")
+    assert r.status == 200, r.body
+    return r.body
+
+
+# -- accounts and config ------------------------------------------------------------
+
+async def test_register_and_login_keep_tokens_private(node, cli):
+    email = f"c{uuid.uuid4().hex[:10]}@example.com"
+    out = (await cli.run("register", "--email", email, "--password", "correct horse")).ok().out
+    assert email in out
+    (await cli.run("login", "--email", email, "--password", "correct horse")).ok()
+    assert stat.S_IMODE(os.stat(cli.config_dir).st_mode) == 0o700
+    for name in os.listdir(cli.config_dir):
+        assert stat.S_IMODE(os.stat(os.path.join(cli.config_dir, name)).st_mode) == 0o600, name
+    session = cli.session()
+    assert session["access_token"] and session["refresh_token"] and UUID_RE.match(session["device_id"])
+    # A second login (password from the environment) reuses the same device.
+    (await cli.run("login", "--email", email, env=cli.env(NOTISYNC_PASSWORD="correct horse"))).ok()
+    assert cli.session()["device_id"] == session["device_id"]
+    r = await call(node, "GET", "/api/v1/devices", token=cli.session()["access_token"])
+    assert [(d["id"], d["device_type"]) for d in r.body["devices"]] == [(session["device_id"], "desktop")]
+
+
+async def test_config_dir_defaults_to_xdg_config_home(node, cli, tmp_path):
+    u = await new_user(node)
+    env = cli.env(XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    del env["NOTISYNC_CONFIG_DIR"]
+    (await cli.run("login", "--email", u.email, "--password", u.password, env=env)).ok()
+    assert os.path.isfile(tmp_path / "xdg" / "notisync" / "session.json")
+    assert not os.path.exists(cli.config_dir)
+
+
+async def test_wrong_password_fails_with_one_line(node, cli):
+    u = await new_user(node)
+    line = (await cli.run("login", "--email", u.email, "--password", "wrong horse")).one_line_error()
+    assert "wrong email or password" in line
+    assert not os.path.exists(os.path.join(cli.config_dir, "session.json"))
+
+
+async def test_unreachable_server_and_not_logged_in_fail_with_one_line(cli):
+    cli.server = f"http://127.0.0.1:{free_port()}"
+    line = (await cli.run("login", "--email", "a@example.com", "--password", "x" * 8)).one_line_error()
+    assert "cannot reach" in line
+    assert "not logged in" in (await cli.run("list")).one_line_error()
+    assert "not logged in" in (await cli.run("watch")).one_line_error()
+
+
+async def test_expired_access_token_is_refreshed_once(node, cli, user):
+    with open(os.path.join(node.data_dir, "jwt_secret"), encoding="ascii") as f:
+        secret = f.read().strip()
+    now = int(time.time())
+    expired = jwt.encode({"sub": user.id, "type": "access", "iat": now - 999, "exp": now - 9}, secret, "HS256")
+
+    def expire(**changes: str) -> dict[str, Any]:
+        session = {**cli.session(), "access_token": expired, **changes}
+        with open(os.path.join(cli.config_dir, "session.json"), "w", encoding="utf-8") as f:
+            json.dump(session, f)
+        return session
+
+    spent = expire()["refresh_token"]
+    sent = (await cli.run("send", "--app", "Mail", "--title", "after expiry")).ok().out.strip()
+    assert (await rest_notification(user, sent))["title"] == "after expiry"
+    assert cli.session()["access_token"] != expired and cli.session()["refresh_token"] != spent
+    # The socket refuses an expired token with 1008: watch refreshes and connects.
+    expire()
+    watch = await cli.watch("--json")
+    phone = await user.device("mobile")
+    posted = await user.post("live", device=phone)
+    assert (await watch.frame())["data"]["id"] == posted["id"]
+    assert await watch.stop() == 0
+    assert cli.session()["access_token"] != expired
+    # A spent refresh token cannot help: the CLI says to log in again.
+    expire(refresh_token=spent)
+    assert "session expired" in (await cli.run("list")).one_line_error()
+
+
+# -- notifications ------------------------------------------------------------------
+
+async def test_send_prints_only_an_id_that_rest_returns(cli, user):
+    r = (await cli.run("send", "--app", "Build", "--title", "CI", "--body", "green",
+                       "--category", "Work", "--priority", "2")).ok()
+    assert UUID_RE.match(r.out.strip()) and r.out.count("\n") == 1, r.out
+    n = await rest_notification(user, r.out.strip())
+    assert (n["app_name"], n["title"], n["body"], n["category"], n["priority"]) == ("Build", "CI", "green", "Work", 2)
+    assert n["source_device_id"] == cli.session()["device_id"]
+    assert "priority" in (await cli.run("send", "--app", "A", "--title", "T", "--priority", "99")).one_line_error()
+
+
+async def test_list_and_search_show_it(cli, user):
+    first = (await cli.run("send", "--app", "Mail", "--title", "Invoice 42")).ok().out.strip()
+    second = (await cli.run("send", "--app", "Chat", "--title", "lunch?", "--category", "Junk")).ok().out.strip()
+    lines = (await cli.run("list")).ok().out.splitlines()
+    assert [line.split()[0] for line in lines] == [second, first]  # newest first
+    assert "Mail: Invoice 42" in lines[1] and "unread" in lines[1]
+    assert (await cli.run("list", "--app", "Mail")).ok().out.split()[0] == first
+    assert (await cli.run("list", "--category", "Junk")).ok().out.split()[0] == second
+    found = (await cli.run("search", "invoice", "--json")).ok().out.splitlines()
+    assert [json.loads(line)["id"] for line in found] == [first]
+    (await cli.run("read", second)).ok()
+    assert [line.split()[0] for line in (await cli.run("list", "--unread")).ok().out.splitlines()] == [first]
+    assert len((await cli.run("list", "--limit", "1")).ok().out.splitlines()) == 1
+
+
+async def test_list_follows_next_cursor_past_one_page(cli, user):
+    for start in range(0, 205, 41):
+        await asyncio.gather(*(user.post(f"bulk {i}", app_name="Bulk") for i in range(start, start + 41)))
+    lines = (await cli.run("list", "--app", "Bulk", "--limit", "500")).ok().out.splitlines()
+    assert len(lines) == len({line.split()[0] for line in lines}) == 205
+
+
+async def test_read_and_dismiss_change_state_over_rest(cli, user):
+    nid = (await user.post("to act on"))["id"]
+    (await cli.run("read", nid)).ok()
+    n = await rest_notification(user, nid)
+    assert n["is_read"] and not n["is_dismissed"]
+    (await cli.run("dismiss", nid)).ok()
+    assert (await rest_notification(user, nid))["is_dismissed"]
+
+
+async def test_unknown_ids_fail_with_one_line(cli, user):
+    unknown = str(uuid.uuid4())
+    for command in (("read", unknown), ("dismiss", unknown), ("devices", "rename", unknown, "x"),
+                    ("devices", "remove", unknown)):
+        assert "not found" in (await cli.run(*command)).one_line_error(), command
+
+
+async def test_devices_list_add_rename_remove(cli, user):
+    own = cli.session()["device_id"]
+    lines = (await cli.run("devices")).ok().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(own) and "desktop" in lines[0] and "(this CLI)" in lines[0]
+    added = (await cli.run("devices", "add", "Pixel", "--type", "mobile")).ok().out.strip()
+    assert UUID_RE.match(added)
+    (await cli.run("devices", "rename", added, "Pixel 9")).ok()
+    listed = {d["id"]: d for d in map(json.loads, (await cli.run("devices", "--json")).ok().out.splitlines())}
+    assert (listed[added]["device_name"], listed[added]["device_type"]) == ("Pixel 9", "mobile")
+    (await cli.run("devices", "remove", added)).ok()
+    r = await user.call("GET", "/api/v1/devices")
+    assert [d["id"] for d in r.body["devices"]] == [own]
+
+
+# -- watch --------------------------------------------------------------------------
+
+async def test_watch_resumes_after_restart_with_exactly_what_it_missed(cli, user):
+    phone = await user.device("mobile")
+    watch = await cli.watch("--json")
+    first = await user.post("one", device=phone)
+    frame = await watch.frame()
+    assert (frame["type"], frame["data"]["id"]) == ("new_notification", first["id"]) and frame["id"]
+    assert await watch.stop(signal.SIGINT) == 0
+    device_id = cli.session()["device_id"]
+    with open(os.path.join(cli.config_dir, "watch.json"), encoding="utf-8") as f:
+        assert json.load(f)[device_id]["last_id"] == frame["id"]
+
+    missed = [(await user.post(title, device=phone))["id"] for title in ("two", "three")]
+    # Another socket of the same device takes both, moving the server's own
+    # cursor past them: watch must resume from what *it* printed.
+    other = await ws_connect(user.node, user.token, device_id)
+    assert [(await other.recv_type("new_notification"))["data"]["id"] for _ in missed] == missed
+    other.close()
+    await other.wait_closed()
+    watch = await cli.watch("--json")
+    assert [(await watch.frame())["data"]["id"] for _ in missed] == missed
+    # Nothing else queued in between or after: the next frame is a new one.
+    marker = await user.post("four", device=phone)
+    assert (await watch.frame())["data"]["id"] == marker["id"]
+    assert await watch.stop(signal.SIGINT) == 0
+    assert await watch.stderr() == ""  # a clean stop: no traceback, no warning
+
+
+async def test_watch_shows_syncs_and_device_status_and_stops_on_sigterm(cli, user):
+    phone = await user.device("mobile", name="Pixel")
+    watch = await cli.watch()
+    nid = (await user.post("Build", device=phone, app_name="CI", body="passed\non main"))["id"]
+    assert (await watch.line()).endswith("CI: Build — passed on main")
+    for action, word in (("read", "read"), ("dismissed", "dismissed")):
+        r = await user.call("PUT", f"/api/v1/notifications/{nid}/action", {"action": action, "device_id": phone})
+        assert r.status == 200, r.body
+        assert (await watch.line()).endswith(f" {word} {nid}")
+    socket = await ws_connect(user.node, user.token, phone)
+    assert (await watch.line()).endswith("device Pixel online")
+    socket.close()
+    assert (await watch.line()).endswith("device Pixel offline")
+    assert await watch.stop(signal.SIGTERM) == 0
+
+
+async def test_watch_refetches_over_rest_after_sync_required(cli, user):
+    phone = await user.device("mobile")
+    (await cli.run("send", "--app", "Own", "--title", "from the CLI itself")).ok()
+    missed = await user.post("missed", device=phone)
+    device_id = cli.session()["device_id"]
+    with open(os.path.join(cli.config_dir, "watch.json"), "w", encoding="utf-8") as f:
+        json.dump({device_id: {"last_id": "not-an-id"}}, f)  # history the server cannot have
+    watch = await cli.watch("--json")
+    assert (await watch.frame())["type"] == "sync_required"
+    refetched = await watch.frame()
+    assert (refetched["data"]["id"], refetched.get("refetched")) == (missed["id"], True)
+    live = await user.post("live", device=phone)
+    assert (await watch.frame())["data"]["id"] == live["id"]
+    assert await watch.stop() == 0
+
+
+async def test_watch_exits_non_zero_when_its_device_is_revoked(cli, user):
+    phone = await user.device("mobile")
+    watch = await cli.watch("--json")
+    await user.post("connected", device=phone)
+    await watch.frame()
+    revoked = cli.session()["device_id"]
+    assert (await user.call("DELETE", f"/api/v1/devices/{revoked}")).status == 204
+    assert await asyncio.wait_for(watch.proc.wait(), 10) != 0
+    assert "device revoked" in Result(1, "", await watch.stderr()).one_line_error()
+    # The server refuses that id for good: logging in again registers a new device.
+    (await cli.run("login", "--email", user.email, "--password", user.password)).ok()
+    assert cli.session()["device_id"] not in (None, revoked)
+    assert "(this CLI)" in (await cli.run("devices")).ok().out
+
+
+async def test_watch_reconnects_after_the_server_restarts(tmp_path):
+    own = Node().start()
+    cli = Cli(own.base, str(tmp_path / "config"))
+    try:
+        u = await new_user(own)
+        phone = await u.device("mobile")
+        (await cli.run("login", "--email", u.email, "--password", u.password)).ok()
+        watch = await cli.watch("--json")
+        await u.post("before", device=phone)
+        assert (await watch.frame())["data"]["title"] == "before"
+        assert own.stop() == 0
+        assert "cannot reach" in (await cli.run("watch")).one_line_error()  # a new one fails fast
+        own.start()
+        after = await u.post("after", device=phone)
+        frame = await watch.frame(timeout=30)
+        while frame["type"] == "sync_required":  # if the server lost its streams
+            frame = await watch.frame(timeout=30)
+        assert frame["data"]["id"] == after["id"]
+        assert await watch.stop() == 0
+        assert "reconnecting" in await watch.stderr()
+    finally:
+        for proc in cli.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        own.stop()
+        own.kill()
+        _stop_embedded_redis(own.data_dir)
+        shutil.rmtree(own.data_dir, ignore_errors=True)
+
+
+def _stop_embedded_redis(data_dir: str) -> None:
+    """The node leaves its embedded redis-server running after SIGTERM (it counts
+    a client that is its own): stop it, or every run leaks one process."""
+    try:
+        with open(os.path.join(data_dir, "redis.pid"), encoding="ascii") as f:
+            os.kill(int(f.read().strip()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+async def test_installed_console_script(cli, user):
+    script = os.path.join(os.path.dirname(sys.executable), "notisync")
+    if not os.path.exists(script):
+        pytest.skip("the notisync console script is not installed next to this python")
+    out = (await cli.run("send", "--app", "Script", "--title", "via entry point", program=[script])).ok().out
+    assert (await rest_notification(user, out.strip()))["title"] == "via entry point"
