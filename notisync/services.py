@@ -94,7 +94,7 @@ class Services:
         except (RedisError, OSError) as exc:
             log.warning("could not save cursors on shutdown: %s", exc)
         await self.bus.stop()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
         if self.embedded is not None:
             await self.embedded.stop()

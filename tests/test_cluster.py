@@ -35,6 +35,8 @@ async def test_delivery_actions_presence_and_stats_across_nodes(redis_server):
         user = await new_user(a)
         phone, laptop = await user.device("mobile"), await user.device("desktop")
         ws_laptop = await ws_connect(b, user.token, laptop)
+        await ws_laptop.send({"type": "ping"})
+        await ws_laptop.recv_type("pong")  # set up before the phone's status is published
         ws_phone = await ws_connect(a, user.token, phone)
         # presence crosses nodes: the laptop (on b) hears the phone (on a) come online
         assert (await ws_laptop.recv_type("device_status"))["data"] == {"device_id": phone, "status": "online"}
@@ -83,6 +85,8 @@ async def test_dead_node_leaves_no_device_online_past_the_ttl(redis_server):
         user = await new_user(a)
         phone, laptop = await user.device("mobile"), await user.device("desktop")
         ws_laptop = await ws_connect(b, user.token, laptop)
+        await ws_laptop.send({"type": "ping"})
+        await ws_laptop.recv_type("pong")  # set up before the phone's status is published
         ws_phone = await ws_connect(a, user.token, phone)
         await ws_laptop.recv_type("device_status")
         a.kill()  # no goodbye: its presence entries just stop being refreshed
