@@ -142,19 +142,28 @@ async def drive_user(user: User, phone: Device, devices: list[Device], nodes: li
 async def settle(devices: list[Device], nodes: list[Node]) -> None:
     """Connect every device once more and read until it goes quiet."""
     for dev in devices:
-        node = random.choice(nodes)
-        ws = await ws_connect(node, dev.user.token, dev.id, last_id=dev.last_id or "0")
-        while True:
-            try:
-                frame = await ws.recv(1.0)
-            except asyncio.TimeoutError:
+        for _ in range(20):
+            node = random.choice(nodes)
+            ws = await ws_connect(node, dev.user.token, dev.id, last_id=dev.last_id or "0")
+            frame: dict[str, Any] | None = {}
+            while frame is not None:
+                try:
+                    frame = await ws.recv(1.0)
+                except asyncio.TimeoutError:
+                    break
+                if frame is not None and frame["type"] in STREAM_TYPES:
+                    dev.apply(frame)
+                elif frame is not None and frame["type"] == "sync_required":
+                    await dev.refetch(node)
+            ws.close()
+            if frame is not None:
                 break
-            assert frame is not None, f"closed with {ws.close_code} while settling"
-            if frame["type"] in STREAM_TYPES:
-                dev.apply(frame)
-            elif frame["type"] == "sync_required":
-                await dev.refetch(node)
-        ws.close()
+            # 1013 is "try again later" (e.g. a node still re-syncing after
+            # Redis came back); a real client reconnects, so this one does too.
+            assert ws.close_code == 1013, f"closed with {ws.close_code} while settling"
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("device could not settle after 20 attempts")
 
 
 def stream_position(frame_id: str) -> tuple[int, int, int]:
