@@ -46,9 +46,6 @@ class Hub:
         if not devices:
             del self._users[conn.user_id]
 
-    def has_user(self, user_id: str) -> bool:
-        return user_id in self._users
-
     def device_connections(self, user_id: str, device_id: str) -> list[Connection]:
         return list(self._users.get(user_id, {}).get(device_id, ()))
 
@@ -67,9 +64,6 @@ class Hub:
         for devices in list(self._users.values()):
             for conns in list(devices.values()):
                 yield from list(conns)
-
-    def users(self) -> list[str]:
-        return list(self._users)
 
     @staticmethod
     def broadcast(conns: Iterable[Connection], frame: bytes) -> int:
