@@ -20,16 +20,18 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 class ServerNode:
     """`python run.py` in its own session, so a Ctrl-C meant for us does not reach it first."""
 
-    def __init__(self) -> None:
-        # /tmp keeps the embedded redis unix socket path short enough.
-        self.data_dir = tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
-        self.port = _free_port()
-        self.log_path = os.path.join(self.data_dir, "node.log")
+    def __init__(self, args: list[str] | None = None, data_dir: str | None = None) -> None:
+        # /tmp keeps the embedded redis unix socket path short enough. Nodes
+        # given the same data dir share its SQLite file and embedded redis.
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
+        self.extra_args = list(args or [])
+        self.port = free_port()
+        self.log_path = os.path.join(self.data_dir, f"node-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         args = [sys.executable, os.path.join(ROOT, "run.py"), "--port", str(self.port),
-                "--data-dir", self.data_dir, "--log-level", "INFO"]
+                "--data-dir", self.data_dir, "--log-level", "INFO", *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, start_new_session=True,
                                          env={**os.environ, "PYTHONPATH": ROOT})
@@ -117,7 +119,7 @@ def _is_our_redis(pid: int, data_dir: str) -> bool:
     return not zombie and b"redis-server" in cmdline and data_dir.encode() in cmdline
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

