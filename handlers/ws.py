@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 # Frames written but not yet flushed to the kernel; past this the client is
 # not keeping up, and it recovers from its stream after reconnecting.
 MAX_PENDING_FRAMES = 5000
-# Token bucket per socket: a phone posting bursts is fine, a flood is not.
-RATE_PER_SECOND = 50.0
-RATE_BURST = 200.0
+# Token bucket per socket (rate from --ws-rate-limit, burst BURST_FACTOR x
+# the rate): a phone posting bursts is fine, a flood is not.
+BURST_FACTOR = 4.0
 ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
 
 
@@ -53,7 +53,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._pending = 0
         self._closed = False
         self._subscribed = False
-        self._tokens = RATE_BURST
+        self._rate = float(self.settings.get("ws_rate_limit", 50.0))
+        self._burst = max(1.0, self._rate * BURST_FACTOR)
+        self._tokens = self._burst
         self._last_refill = time.monotonic()
         self._rejected = 0
         try:
@@ -133,7 +135,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         if not hasattr(self, "device_id") or self._closed:
             return
-        if not self._take_token():
+        if self._rate and not self._take_token():
             return
         frame_id: str | None = None
         try:
@@ -182,7 +184,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def _take_token(self) -> bool:
         now = time.monotonic()
-        self._tokens = min(RATE_BURST, self._tokens + (now - self._last_refill) * RATE_PER_SECOND)
+        self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)
         self._last_refill = now
         if self._tokens >= 1:
             self._tokens -= 1

@@ -20,4 +20,6 @@ def make_app(services: Services) -> tornado.web.Application:
         websocket_ping_interval=s.ws_ping_interval,
         websocket_ping_timeout=s.ws_ping_timeout,
         websocket_max_message_size=s.ws_max_message_size,
+        # Frames/s each socket may send (burst 4x); 0 = unlimited.
+        ws_rate_limit=s.ws_rate_limit,
     )

@@ -28,6 +28,8 @@ class Settings:
     ws_ping_timeout: float = 30.0
     # Presence keys outlive a dead node by at most this long.
     presence_ttl: float = 90.0
+    # Frames per second per socket (burst: 4x); 0 turns the limit off.
+    ws_rate_limit: float = 50.0
     ws_max_message_size: int = 64 * 1024
     max_body_size: int = 64 * 1024
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -51,6 +53,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "log-level": ("NOTISYNC_LOG_LEVEL", str, "DEBUG, INFO, WARNING, ERROR"),
     "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
+    "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
 }
 
 
@@ -74,6 +77,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()}, allowed_origins=origins or ["*"])
     settings.log_level = settings.log_level.upper()
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
+    settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
     settings.mongo_url = settings.mongo_url or None
     settings.redis_url = settings.redis_url or None

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import jwt
 from tornado.websocket import WebSocketClosedError
 
-from tests.harness import call, new_user, ws_connect
+from tests.harness import WS, Node, call, new_user, ws_connect
 
 
 # -- handshake and auth ----------------------------------------------------
@@ -93,6 +94,49 @@ async def test_frame_flood_is_refused_then_closed_with_1008(node):
             break  # the server hung up mid-flood, as it should
     assert await ws.wait_closed(10) == 1008
     assert any(f["type"] == "error" and f["data"]["code"] == "rate_limited" for f in ws.frames)
+
+
+async def _ping_flood(node: Node, frames: int) -> WS:
+    """Send ``frames`` pings back to back; return once each got a pong or a refusal."""
+    user = await new_user(node)
+    ws = await ws_connect(node, user.token, await user.device())
+    for _ in range(frames):
+        await ws.send({"type": "ping"})
+    while sum(_counts(ws)) < frames:
+        assert await ws.recv(10) is not None, f"closed with {ws.close_code}"
+    return ws
+
+
+def _counts(ws: WS) -> tuple[int, int]:
+    pongs = sum(1 for f in ws.frames if f["type"] == "pong")
+    limited = sum(1 for f in ws.frames if f["type"] == "error" and f["data"]["code"] == "rate_limited")
+    return pongs, limited
+
+
+async def test_ws_rate_limit_flag_sets_the_rate_and_burst():
+    # 5 frames/s -> a burst of 20: a flood of 45 gets about 20 answers, the rest refused
+    node = Node(extra=["--ws-rate-limit", "5"]).start()
+    try:
+        ws = await _ping_flood(node, 45)
+        pongs, limited = _counts(ws)
+        assert 20 <= pongs <= 23 and pongs + limited == 45, (pongs, limited)
+        assert ws.close_code is None  # under the 50 consecutive refusals that close it
+        ws.close()
+    finally:
+        assert node.stop() == 0, node.log()
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+async def test_ws_rate_limit_zero_disables_it():
+    node = Node(env={"NOTISYNC_WS_RATE_LIMIT": "0"}).start()
+    try:
+        ws = await _ping_flood(node, 600)  # 3x the default burst, and past the abuse limit
+        assert _counts(ws) == (600, 0)
+        assert ws.close_code is None
+        ws.close()
+    finally:
+        assert node.stop() == 0, node.log()
+        shutil.rmtree(node.data_dir, ignore_errors=True)
 
 
 # -- mirroring -------------------------------------------------------------
