@@ -31,6 +31,10 @@ MAX_PENDING_FRAMES = 5000
 # the rate): a phone posting bursts is fine, a flood is not.
 BURST_FACTOR = 4.0
 ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
+# Sockets registering or unregistering at once. Each step makes several Redis
+# calls; below the Redis pool's size (64), a reconnect storm of thousands of
+# sockets queues here, in order, instead of timing out on the pool.
+SETUP_CONCURRENCY = 32
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -81,12 +85,22 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.device_id = device_id
         return device
 
+    def _gate(self) -> asyncio.Semaphore:
+        # One per application (per node), created on first use inside its loop.
+        gate = self.settings.get("ws_setup_gate")
+        if gate is None:
+            gate = self.settings["ws_setup_gate"] = asyncio.Semaphore(SETUP_CONCURRENCY)
+        return gate
+
     async def _connect(self, device: dict[str, Any]) -> None:
         last_id = self.get_query_argument("last_id", None)
         try:
-            self._subscribed = True
-            await self.services.delivery.connect(self, device, last_id)
-            await self.services.devices.touch(self.user_id, self.device_id)
+            async with self._gate():
+                if self._closed:  # gave up while queued: nothing to register or undo
+                    return
+                self._subscribed = True
+                await self.services.delivery.connect(self, device, last_id)
+                await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # any failure here leaves the socket useless
             if dependency_failure(exc) is None:
                 log.exception("websocket setup failed")
@@ -104,9 +118,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         # A socket that drops mid-setup is torn down once setup has finished,
         # so a half-registered socket never lingers in the hub or presence.
         await asyncio.wait([setup])
+        if not self._subscribed:
+            return  # closed before its setup started
         try:
-            await self.services.delivery.disconnect(self, self._subscribed)
-            await self.services.devices.touch(self.user_id, self.device_id)
+            async with self._gate():
+                await self.services.delivery.disconnect(self, self._subscribed)
+                await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # cleanup must not raise into the loop
             log.warning("websocket cleanup incomplete: %r", exc)
 
