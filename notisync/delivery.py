@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from notisync import protocol
 from notisync.hub import Connection, Hub
+from notisync.recipients import Recipients
 from store.bus import Bus
 from store.documents import Record
 from store.presence import Presence
@@ -53,10 +54,13 @@ class StreamState:
 
 
 class Delivery:
-    def __init__(self, hub: Hub, streams: Streams, presence: Presence, node_id: str) -> None:
+    def __init__(
+        self, hub: Hub, streams: Streams, presence: Presence, node_id: str, recipients: Recipients
+    ) -> None:
         self.hub = hub
         self.streams = streams
         self.presence = presence
+        self.recipients = recipients
         self.node_id = node_id
         self.bus: Bus | None = None  # set by the service wiring (the bus calls back into us)
         self.epoch = ""
@@ -208,6 +212,9 @@ class Delivery:
     async def resync_all(self) -> None:
         """After Redis came back: adopt its epoch, re-register, re-read every stream."""
         async with self._resync_lock:
+            # Device-list versions may have restarted with Redis's data, and
+            # whatever bumps happened while we were away went unseen.
+            self.recipients.clear()
             epoch = await self.streams.ensure_epoch()
             conns = list(self.hub.all())
             if epoch != self.epoch:

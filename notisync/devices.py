@@ -6,6 +6,7 @@ from typing import Any
 
 from notisync.delivery import Delivery
 from notisync.errors import Conflict, DuplicateKey, NotFound
+from notisync.recipients import Recipients
 from notisync.views import device_view
 from store.documents import DocumentStore, Record, utcnow
 from store.presence import Presence
@@ -13,11 +14,15 @@ from store.streams import Streams
 
 
 class DeviceService:
-    def __init__(self, store: DocumentStore, presence: Presence, streams: Streams, delivery: Delivery) -> None:
+    def __init__(
+        self, store: DocumentStore, presence: Presence, streams: Streams, delivery: Delivery,
+        recipients: Recipients,
+    ) -> None:
         self.store = store
         self.presence = presence
         self.streams = streams
         self.delivery = delivery
+        self.recipients = recipients
 
     async def create(self, user_id: str, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         now = utcnow()
@@ -37,6 +42,10 @@ class DeviceService:
             raise Conflict("device id is already in use", code="device_id_taken") from None
         if stored.get("revoked_at"):
             raise Conflict("this device id was revoked and cannot be reused", code="device_revoked")
+        # Every node's cached device list of this user is now stale. A repeat
+        # bumps again, in case the first attempt failed between the two steps.
+        await self.streams.bump_device_version(user_id)
+        self.recipients.forget(user_id)
         return device_view(stored, await self._is_online(user_id, stored["id"])), created
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
@@ -58,6 +67,10 @@ class DeviceService:
         """Refuse the id from now on, drop its stream, close its sockets everywhere."""
         if not await self.store.revoke_device(user_id, device_id, utcnow()):
             raise NotFound("device not found", code="device_not_found")
+        # Bump before dropping the stream: once the bump is visible no node
+        # appends to this device, so the drop is final.
+        await self.streams.bump_device_version(user_id)
+        self.recipients.forget(user_id)
         await self.streams.drop(device_id)
         await self.presence.drop_device(user_id, device_id)
         self.delivery.close_device(user_id, device_id)

@@ -16,6 +16,7 @@ from notisync.delivery import Delivery
 from notisync.devices import DeviceService
 from notisync.embedded import EmbeddedRedis
 from notisync.hub import Hub
+from notisync.recipients import Recipients
 from notisync.sync import NotificationService
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
@@ -71,14 +72,17 @@ class Services:
         self.redis = make_redis(redis_url)
         self.streams = Streams(self.redis, self.keys)
         self.presence = Presence(self.redis, self.keys, s.presence_ttl)
-        self.delivery = Delivery(self.hub, self.streams, self.presence, s.node_id)
+        self.recipients = Recipients(self.store, self.streams)
+        self.delivery = Delivery(self.hub, self.streams, self.presence, s.node_id, self.recipients)
         await self.delivery.start()
         self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self.delivery.resync_all)
         self.delivery.bus = self.bus
         await self.bus.start()
         self.accounts = AccountService(self.store, self.tokens, self.redis, self.keys)
-        self.devices = DeviceService(self.store, self.presence, self.streams, self.delivery)
-        self.notifications = NotificationService(self.store, self.streams, self.delivery, self.devices)
+        self.devices = DeviceService(self.store, self.presence, self.streams, self.delivery, self.recipients)
+        self.notifications = NotificationService(
+            self.store, self.streams, self.delivery, self.devices, self.recipients
+        )
         self._loops = [
             asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.delivery.save_cursors)),
             asyncio.create_task(self._every(s.presence_ttl / 3, self.delivery.heartbeat)),

@@ -17,25 +17,31 @@ from redis.exceptions import RedisError
 from notisync import protocol
 from notisync.delivery import Delivery
 from notisync.devices import DeviceService
-from notisync.errors import BadRequest, NotFound, Unavailable
+from notisync.errors import ApiError, BadRequest, NotFound, Unavailable
+from notisync.recipients import DeviceList, Recipients
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
-from store.streams import EpochMismatch, Streams
+from store.streams import EpochMismatch, StaleDevices, Streams
 
 log = logging.getLogger(__name__)
 
 EXPIRY = dt.timedelta(days=7)
 _FLAGS = {"read": {"is_read": True}, "dismissed": {"is_dismissed": True}, "clicked": {"is_read": True}}
+# Device lists that change under a fan-out this often in a row mean churn
+# far beyond any real user; the caller gets a 503 and retries.
+FANOUT_TRIES = 5
 
 
 class NotificationService:
     def __init__(
-        self, store: DocumentStore, streams: Streams, delivery: Delivery, devices: DeviceService
+        self, store: DocumentStore, streams: Streams, delivery: Delivery, devices: DeviceService,
+        recipients: Recipients,
     ) -> None:
         self.store = store
         self.streams = streams
         self.delivery = delivery
         self.devices = devices
+        self.recipients = recipients
 
     async def create(
         self, user_id: str, data: dict[str, Any], source_device_id: str | None
@@ -47,8 +53,9 @@ class NotificationService:
         reach Redis the insert is undone, so a retry starts clean.
         """
         source_device_id = source_device_id or data.get("source_device_id")
-        if source_device_id:
-            await self.devices.require_live(user_id, source_device_id)
+        # The cached list says whether the sender is live; the fan-out's
+        # version check confirms it before anything is sent.
+        targets = await self._device_list(user_id, source_device_id)
         now = utcnow()
         record: Record = {
             "id": str(uuid.uuid4()),
@@ -68,12 +75,18 @@ class NotificationService:
         }
         stored, created = await self.store.create_notification(record)
         if not created:
+            if source_device_id:  # nothing is sent, so ask the store itself (a rare path)
+                await self.devices.require_live(user_id, source_device_id)
             return stored, False
         try:
-            await self.fan_out(user_id, source_device_id, protocol.NEW_NOTIFICATION, notification_view(stored))
+            view = notification_view(stored)
+            await self.fan_out(user_id, source_device_id, protocol.NEW_NOTIFICATION, view, targets)
         except (RedisError, OSError) as exc:
             await self.store.delete_notification(user_id, stored["id"])
             raise Unavailable("real-time service unavailable; retry", code="redis_unavailable") from exc
+        except ApiError:  # the sender turned out revoked, or the list kept changing
+            await self.store.delete_notification(user_id, stored["id"])
+            raise
         return stored, True
 
     async def act(
@@ -122,19 +135,45 @@ class NotificationService:
         more = len(rows) > query.limit
         return page, encode_cursor(page[-1]) if more and page else None
 
-    async def fan_out(self, user_id: str, exclude: str | None, kind: str, data: dict[str, Any]) -> None:
-        """Append one encoded frame to every other device's stream, then wake sockets."""
-        devices = [d["id"] for d in await self.store.list_devices(user_id) if d["id"] != exclude]
-        if not devices:
-            return
+    async def fan_out(
+        self, user_id: str, source: str | None, kind: str, data: dict[str, Any],
+        targets: DeviceList | None = None,
+    ) -> None:
+        """Append one encoded frame to every other device's stream, then wake sockets.
+
+        ``targets`` is the cached device list; if Redis says it is stale, it
+        is reloaded and the append retried. 404 if ``source`` turns out not
+        to be a live device of the user: nothing has been sent then.
+        """
         body = protocol.frame(kind, data)
         prefix = '{"n":"%s","k":"m","e":' % self.delivery.node_id
-        try:
-            entries = await self.streams.append(self.delivery.epoch, user_id, devices, prefix, body)
-        except EpochMismatch:
-            await self.delivery.resync_all()
-            entries = await self.streams.append(self.delivery.epoch, user_id, devices, prefix, body)
-        self.delivery.deliver(user_id, entries, body)
+        entry = targets or await self._device_list(user_id, source)
+        for _ in range(FANOUT_TRIES):
+            devices = [d for d in entry.devices if d != source]
+            try:
+                appended = await self.streams.append(
+                    self.delivery.epoch, user_id, entry.version, devices, prefix, body
+                )
+            except EpochMismatch:
+                await self.delivery.resync_all()  # also empties the device-list cache
+            except StaleDevices:
+                pass
+            else:
+                self.delivery.deliver(user_id, appended, body)
+                return
+            entry = await self.recipients.load(user_id)
+            if source is not None and source not in entry.devices:
+                raise NotFound("device not found", code="device_not_found")
+        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
+
+    async def _device_list(self, user_id: str, source: str | None) -> DeviceList:
+        """The user's device list, which must hold ``source`` if given (404 if it cannot)."""
+        entry = await self.recipients.get(user_id)
+        if source is not None and source not in entry.devices:
+            entry = await self.recipients.load(user_id)  # created after we cached the list?
+            if source not in entry.devices:
+                raise NotFound("device not found", code="device_not_found")
+        return entry
 
 
 def encode_cursor(record: Record) -> str:

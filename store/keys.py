@@ -23,6 +23,10 @@ class Keys:
         """Id of the newest entry written to one of the device's sockets."""
         return f"{self.prefix}:c:{device_id}"
 
+    def device_version(self, user_id: str) -> str:
+        """Counter bumped whenever the user's set of live devices changes (missing = 0)."""
+        return f"{self.prefix}:dv:{user_id}"
+
     def presence(self, user_id: str) -> str:
         """Sorted set of live sockets of the user: member device|node|conn, score = expiry ms."""
         return f"{self.prefix}:pr:{user_id}"

@@ -24,20 +24,27 @@ MAXLEN = 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
 ZERO = "0-0"
 
+# KEYS: epoch, device-list version, then (stream, last id) per device.
+# ARGV: epoch, maxlen, channel, header prefix, body, version, device ids.
+# The version check makes a node's cached device list safe: a device created
+# or revoked anywhere bumps the counter first, so a stale list appends nothing.
 _FANOUT = """
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH mismatch') end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return 'STALE' end
 local parts, ids, n = {}, {}, 0
-for i = 2, #KEYS, 2 do
+for i = 3, #KEYS, 2 do
   n = n + 1
   local prev = redis.call('GET', KEYS[i + 1]) or '0-0'
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', ARGV[5])
   redis.call('SET', KEYS[i + 1], id)
   ids[2 * n - 1] = prev
   ids[2 * n] = id
-  parts[n] = '"' .. ARGV[5 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+  parts[n] = '"' .. ARGV[6 + n] .. '":["' .. prev .. '","' .. id .. '"]'
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{' .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+if n > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{' .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+end
 return ids
 """
 
@@ -57,6 +64,10 @@ return 1
 
 class EpochMismatch(Exception):
     """Redis no longer holds the epoch this node knows: its data was lost."""
+
+
+class StaleDevices(Exception):
+    """The device-list version given to ``append`` is no longer current."""
 
 
 def parse_id(stream_id: str) -> tuple[int, int]:
@@ -96,25 +107,37 @@ class Streams:
         return value.decode()
 
     async def append(
-        self, epoch: str, user_id: str, device_ids: list[str], header_prefix: str, body: bytes
+        self, epoch: str, user_id: str, version: int, device_ids: list[str], header_prefix: str, body: bytes
     ) -> dict[str, tuple[str, str]]:
         """Append ``body`` to each device's stream and wake the user's channel.
 
-        Returns device id -> (previous id, new id). Raises EpochMismatch if
-        Redis lost its data since this node read the epoch.
+        ``version`` is the user's device-list version the caller's list was
+        read at. Returns device id -> (previous id, new id). Raises
+        EpochMismatch if Redis lost its data since this node read the epoch,
+        StaleDevices (having appended nothing) if the device list changed.
         """
-        keys = [self._keys.epoch]
+        keys = [self._keys.epoch, self._keys.device_version(user_id)]
         for device_id in device_ids:
             keys += [self._keys.stream(device_id), self._keys.last(device_id)]
-        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, *device_ids]
+        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, version, *device_ids]
         try:
             ids = await self._fanout(keys=keys, args=args)
         except ResponseError as exc:
             if "EPOCH" in str(exc):
                 raise EpochMismatch() from None
             raise
+        if ids == b"STALE":
+            raise StaleDevices()
         pairs = [x.decode() for x in ids]
         return {d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)}
+
+    async def device_version(self, user_id: str) -> int:
+        value = await self._redis.get(self._keys.device_version(user_id))
+        return int(value) if value else 0
+
+    async def bump_device_version(self, user_id: str) -> None:
+        """Make every node's cached device list of the user stale (INCR creates it at 1)."""
+        await self._redis.incr(self._keys.device_version(user_id))
 
     async def read_after(self, device_id: str, after: str, count: int) -> ReadResult:
         """Entries strictly after ``after``, oldest first, at most ``count``.

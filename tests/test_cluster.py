@@ -5,6 +5,7 @@ import asyncio
 import shutil
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.harness import Node, RedisServer, call, new_user, short_tmpdir, ws_connect
 
@@ -125,5 +126,60 @@ async def test_redis_restart_with_persistence_loses_nothing_and_needs_no_refetch
         assert [f["type"] for f in frames] == ["new_notification"], frames
         assert frames[0]["data"]["title"] == "after restart"
         ws.close()
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_device_created_on_one_node_gets_the_next_post_on_another(redis_server):
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        await user.post("node a now caches the device list", device=phone)
+        r = await call(b, "POST", "/api/v1/devices", {"device_name": "tablet", "device_type": "web"}, token=user.token)
+        assert r.status == 201, r.body
+        tablet = r.body["id"]
+        n = await user.post("right after the tablet was added", device=phone)  # on a
+        ws = await ws_connect(a, user.token, tablet, last_id="0")
+        assert (await ws.recv_type("new_notification"))["data"]["id"] == n["id"]
+        ws.close()
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_device_revoked_on_one_node_gets_nothing_more_from_another(redis_server):
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        phone, tablet = await user.device("mobile"), await user.device("web")
+        ws = await ws_connect(a, user.token, tablet)
+        first = await user.post("before the revoke", device=phone)  # node a caches the device list
+        assert (await ws.recv_type("new_notification"))["data"]["id"] == first["id"]
+        assert (await call(b, "DELETE", f"/api/v1/devices/{tablet}", token=user.token)).status == 204
+        await user.post("after the revoke", device=phone)  # on a, which still caches the tablet
+        assert await ws.wait_closed() == 1008
+        assert [f["data"]["id"] for f in ws.frames if f["type"] == "new_notification"] == [first["id"]]
+        # nothing was appended to the revoked device's stream after it was dropped
+        redis = Redis.from_url(redis_server.url)
+        try:
+            assert not await redis.exists(f"notisync:s:{tablet}", f"notisync:l:{tablet}")
+        finally:
+            await redis.aclose()
+    finally:
+        stop_nodes(nodes)
+
+
+async def test_phone_revoked_on_one_node_cannot_post_on_another(redis_server):
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        await user.post("node a caches the phone as live", device=phone)
+        assert (await call(b, "DELETE", f"/api/v1/devices/{phone}", token=user.token)).status == 204
+        r = await user.call("POST", "/api/v1/notifications", {"app_name": "X", "title": "from a revoked phone"},
+                            headers={"X-Device-ID": phone})  # on a
+        assert r.status == 404, r.body
+        listed = (await user.call("GET", "/api/v1/notifications")).body["notifications"]
+        assert [n["title"] for n in listed] == ["node a caches the phone as live"]
     finally:
         stop_nodes(nodes)

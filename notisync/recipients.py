@@ -1,0 +1,68 @@
+"""Which devices a user's messages go to: cached per node, checked in Redis.
+
+Listing a user's devices from the document store for every message was the
+most expensive step of a fan-out. Instead each node keeps the live device
+ids per user together with the user's device-list *version*, a Redis
+counter that device creation and revocation bump (after the database
+write). The fan-out script appends only if the version is still the one the
+list was read at; otherwise the list is reloaded and the fan-out retried.
+
+Reloading reads the version *before* the list: a change in between leaves
+an entry whose list is newer than its version, which only costs one more
+reload, never a wrong delivery.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from store.documents import DocumentStore
+from store.streams import Streams
+
+CACHE_USERS = 10_000
+# A safety net, not the mechanism: should Redis ever lose a bump but keep
+# its epoch (e.g. the last second of an fsync-everysec AOF), a stale list
+# lives at most this long.
+MAX_AGE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DeviceList:
+    version: int
+    devices: tuple[str, ...]
+    loaded_at: float
+
+
+class Recipients:
+    def __init__(self, store: DocumentStore, streams: Streams, size: int = CACHE_USERS) -> None:
+        self.store = store
+        self.streams = streams
+        self.size = size
+        self._lists: OrderedDict[str, DeviceList] = OrderedDict()
+
+    async def get(self, user_id: str) -> DeviceList:
+        """The cached list (possibly stale: the fan-out script checks it), or a fresh one."""
+        entry = self._lists.get(user_id)
+        if entry is None or time.monotonic() - entry.loaded_at > MAX_AGE_SECONDS:
+            return await self.load(user_id)
+        self._lists.move_to_end(user_id)
+        return entry
+
+    async def load(self, user_id: str) -> DeviceList:
+        """Read the version, then the list, and cache them."""
+        version = await self.streams.device_version(user_id)
+        devices = tuple(d["id"] for d in await self.store.list_devices(user_id))
+        entry = DeviceList(version, devices, time.monotonic())
+        self._lists[user_id] = entry
+        self._lists.move_to_end(user_id)
+        while len(self._lists) > self.size:
+            self._lists.popitem(last=False)
+        return entry
+
+    def forget(self, user_id: str) -> None:
+        self._lists.pop(user_id, None)
+
+    def clear(self) -> None:
+        """Redis lost its data (new epoch): versions restart, so no entry can be trusted."""
+        self._lists.clear()
