@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from notisync.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record
+from store.sqlite_batch import GroupWriter
 
 T = TypeVar("T")
 
@@ -148,6 +149,7 @@ class SQLiteStore(DocumentStore):
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._writer: GroupWriter | None = None
 
     # -- plumbing -----------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -158,21 +160,12 @@ class SQLiteStore(DocumentStore):
         return await loop.run_in_executor(self._executor, fn, conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one IMMEDIATE transaction; unique violations become DuplicateKey."""
-
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
+        """Run ``fn`` in an IMMEDIATE transaction (shared with concurrent writes,
+        each in its own savepoint); unique violations become DuplicateKey."""
+        if self._writer is None:
+            raise RuntimeError("SQLiteStore is not open")
         try:
-            return await self._run(tx)
+            return await self._writer.write(fn)
         except sqlite3.IntegrityError as exc:
             # NOT NULL and CHECK failures are caller bugs, not duplicates.
             if exc.sqlite_errorname not in UNIQUE_ERRORS:
@@ -206,10 +199,14 @@ class SQLiteStore(DocumentStore):
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+        self._writer = GroupWriter(self._run)
 
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._writer is not None:
+            await self._writer.drain()
+            self._writer = None
         if self._conn is not None:
             await self._run(lambda conn: conn.close())
         self._conn = None
