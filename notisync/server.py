@@ -11,6 +11,7 @@ from tornado.httpserver import HTTPServer
 
 from notisync import protocol
 from notisync.app import make_app
+from notisync.memory import limit_malloc_arenas
 from notisync.config import Settings, parse_settings
 from notisync.services import Services
 
@@ -55,6 +56,7 @@ async def _drain(services: Services) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()  # before the store's worker thread starts
     settings = parse_settings(argv)
     logging.basicConfig(
         level=getattr(logging, settings.log_level, logging.INFO),
