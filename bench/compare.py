@@ -54,9 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, action="append", help="notifications/s for latency (default 100, 500)")
     p.add_argument("--rest-concurrency", type=int, default=32)
     p.add_argument("--capacity", type=int, default=10_000, help="sockets for the capacity scenario (0: skip)")
+    p.add_argument("--capacity-devices", type=int, default=10,
+                   help="devices per user in the capacity scenario (each connect notifies the others)")
     p.add_argument("--catchup", type=int, default=1000, help="queued notifications for catch-up (0: skip)")
     p.add_argument("--only", default="", help="comma-separated targets: notisync,socketio,tornado,asyncio")
     p.add_argument("--no-cluster", action="store_true", help="skip the two-node NotiSync target")
+    p.add_argument("--capacity-only", action="store_true", help="run only the capacity scenario")
     p.add_argument("--quick", action="store_true", help="20 users, 1 run, 3 s, 1,000 sockets: a smoke run")
     args = p.parse_args(argv)
     args.rate = args.rate or [100.0, 500.0]
@@ -122,8 +125,8 @@ def interleaved(args: argparse.Namespace, targets: list[Target], data: dict[str,
 
 def capacity(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """Fresh server per target; RSS before and after connecting --capacity idle sockets."""
-    users = min(args.users, args.capacity)
-    per_user = max(2, args.capacity // users)
+    per_user = max(2, args.capacity_devices)
+    users = max(1, args.capacity // per_user)
     for name, t in all_targets().items():
         if args.only and name not in args.only.split(","):
             continue
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = pick_targets(args)
     code = 0
     try:
-        interleaved(args, targets, data)
+        if not args.capacity_only:
+            interleaved(args, targets, data)
         if args.capacity:
             capacity(args, data)
     except KeyboardInterrupt:

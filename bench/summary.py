@@ -137,7 +137,8 @@ def _capacity_table(data: dict[str, Any]) -> list[str]:
     for t in targets_in(data):
         for r in runs(data, t, "capacity"):
             srv = r["resources"]["server"]
-            kib = (srv["rss_mb_after"] - srv["rss_mb_before"]) * 1024 / max(r["sockets"], 1)
+            counted = min(r["sockets"], r["server_connections"] or 0)
+            kib = (srv["rss_mb_after"] - srv["rss_mb_before"]) * 1024 / max(counted, 1)
             r["rss_kib_per_socket"] = round(kib, 1)
             rows.append(f"| {LABELS.get(t, t)} | {r['sockets']:,} | {r['server_connections']:,} | {r['per_s']:,.0f} | "
                         f"{srv['rss_mb_before']:.0f} → {srv['rss_mb_after']:.0f} | {kib:.1f} |")
