@@ -116,11 +116,19 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 log.warning("websocket setup failed: %r", exc)
             self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable, retry")
 
+    def abort(self) -> None:
+        # Tornado's own path for a dropped connection: abort the stream, then on_close.
+        self.on_connection_close()
+
     def on_close(self) -> None:
         self._closed = True
         setup = getattr(self, "_setup", None)
         if setup is not None:
-            asyncio.ensure_future(self._cleanup(setup))
+            task = asyncio.ensure_future(self._cleanup(setup))
+            # Shutdown waits on these before it closes Redis and the store.
+            pending = self.settings.setdefault("ws_cleanups", set())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     async def _cleanup(self, setup: asyncio.Future[None]) -> None:
         # A socket that drops mid-setup is torn down once setup has finished,

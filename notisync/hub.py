@@ -18,6 +18,9 @@ class Connection(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
+    def abort(self) -> None:
+        """Drop the socket without waiting for the client's close reply."""
+
 
 class Hub:
     def __init__(self) -> None:

@@ -5,14 +5,14 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
 from notisync import protocol
 from notisync.app import make_app
-from notisync.memory import limit_malloc_arenas
 from notisync.config import Settings, parse_settings
+from notisync.memory import limit_malloc_arenas
 from notisync.services import Services
 
 log = logging.getLogger("notisync")
@@ -20,13 +20,15 @@ log = logging.getLogger("notisync")
 # Bodies past the API's own 64 KiB limit still reach the handler (which
 # answers 413); past this the connection itself is refused.
 HARD_BODY_LIMIT = 1024 * 1024
-DRAIN_SECONDS = 3.0
+CLOSE_GRACE = 1.0    # seconds for clients to answer the close frame
+DRAIN_SECONDS = 5.0  # then for every socket's unregistering to finish
 
 
 async def serve(settings: Settings) -> None:
     services = Services(settings)
     await services.start()
-    server = HTTPServer(make_app(services), max_body_size=HARD_BODY_LIMIT)
+    app = make_app(services)
+    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT)
     server.listen(settings.port, settings.host)
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
@@ -40,19 +42,36 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down")
     server.stop()
-    for conn in list(services.hub.all()):
-        conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
-    await _drain(services)
+    await _drain(services, app.settings)
     await server.close_all_connections()
     await services.stop()
     log.info("stopped")
 
 
-async def _drain(services: Services) -> None:
-    """Let closing sockets unregister (presence, cursors) before Redis goes away."""
-    deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
-    while services.hub.count and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+async def _drain(services: Services, app_settings: dict[str, Any]) -> None:
+    """Close every socket and let it unregister (presence, cursors) before Redis goes away.
+
+    Clients get CLOSE_GRACE seconds to answer the close; the rest are
+    dropped, so a client that never answers cannot keep its presence alive
+    past the node (it would otherwise linger until the TTL expired).
+    """
+    hub = services.hub
+    cleanups: set[asyncio.Task[None]] = app_settings.setdefault("ws_cleanups", set())
+    for conn in list(hub.all()):
+        conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+    await _until(lambda: not hub.count, CLOSE_GRACE)
+    for conn in list(hub.all()):
+        conn.abort()
+    await _until(lambda: not (hub.count or cleanups), DRAIN_SECONDS)
+    if hub.count or cleanups:
+        log.warning("%d sockets still unregistering at shutdown; their presence expires by TTL",
+                    max(hub.count, len(cleanups)))
+
+
+async def _until(done: Callable[[], bool], seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -183,3 +183,31 @@ async def test_phone_revoked_on_one_node_cannot_post_on_another(redis_server):
         assert [n["title"] for n in listed] == ["node a caches the phone as live"]
     finally:
         stop_nodes(nodes)
+
+
+async def test_a_node_that_stops_marks_all_its_sockets_offline_on_the_others(redis_server):
+    # Regression: teardown of many sockets ran on after the node closed its
+    # Redis pool, so their presence outlived the node until the TTL expired.
+    a, b = nodes = start_nodes(redis_server)
+    try:
+        user = await new_user(a)
+        laptop = await user.device("desktop")
+        ws_laptop = await ws_connect(b, user.token, laptop)
+        phones = [await user.device("mobile") for _ in range(40)]
+        for phone in phones:
+            await ws_connect(a, user.token, phone)
+        listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+        assert all(listed[p] == "online" for p in phones)
+        assert a.stop() == 0, a.log()
+        listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+        assert [p for p in phones if listed[p] != "offline"] == []
+        assert listed[laptop] == "online"
+        offline = set()
+        while len(offline) < len(phones):
+            frame = await ws_laptop.recv_type("device_status", timeout=5)
+            if frame["data"]["status"] == "offline":
+                offline.add(frame["data"]["device_id"])
+        assert offline == set(phones)
+        assert "cleanup incomplete" not in a.log()
+    finally:
+        stop_nodes(nodes)
