@@ -10,6 +10,8 @@ import datetime as dt
 import json
 from typing import Any
 
+import orjson
+
 # client -> server
 PING = "ping"
 NOTIFICATION_ACTION = "notification_action"
@@ -34,8 +36,8 @@ def iso(value: dt.datetime | None) -> str | None:
     """ISO-8601 UTC with milliseconds and a trailing Z."""
     if value is None:
         return None
-    value = value.astimezone(dt.timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat is about twice as fast as strftime; it ends in "+00:00" here.
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def now_iso() -> str:
@@ -43,7 +45,25 @@ def now_iso() -> str:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. orjson writes the same bytes as json.dumps(separators=(",", ":"),
+    ensure_ascii=False) for everything we send, about 20x faster."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # what orjson refuses (non-string keys, ints past 64 bits): json's answer
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse a client frame; raises ValueError if it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # json accepts a few spellings orjson refuses (lone surrogate escapes,
+        # NaN): parse those as before, so such frames get the same answers.
+        try:
+            return json.loads(data)
+        except RecursionError:  # deeply nested: a bad frame, not a server error
+            raise ValueError("JSON nested too deeply") from None
 
 
 def frame(frame_type: str, data: Any) -> bytes:
