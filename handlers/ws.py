@@ -50,6 +50,22 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         # origin cannot ride on a user's session; the list only narrows it.
         return self.services.settings.origin_allowed(origin)
 
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # Tornado answers a plain GET with a text/html 400; the SPEC wants every
+        # HTTP error as JSON, so the checks it would fail are made here first.
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return self._http_error(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket)")
+        origin = headers.get("Origin") or headers.get("Sec-Websocket-Origin")
+        if origin is not None and not self.check_origin(origin):
+            return self._http_error(403, "forbidden", "origin not allowed")
+        await super().get(*args, **kwargs)
+
+    def _http_error(self, status: int, code: str, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(protocol.dumps({"error": {"code": code, "message": message}}))
+
     # -- life cycle ---------------------------------------------------------
     async def open(self) -> None:
         self.conn_id = uuid.uuid4().hex[:12]

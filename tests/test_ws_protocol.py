@@ -37,6 +37,12 @@ async def test_auth_failures_close_with_1008(node):
         assert ws.conn.close_reason, label
 
 
+async def test_plain_http_get_on_ws_gets_a_json_error(node):
+    r = await call(node, "GET", "/ws")
+    assert r.status == 400
+    assert r.body["error"]["code"] == "bad_request" and "upgrade" in r.body["error"]["message"].lower()
+
+
 async def test_token_in_authorization_header(node):
     user = await new_user(node)
     device = await user.device()
