@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
-from notisync import protocol
+from notisync import gctune, protocol
 from notisync.app import make_app
 from notisync.config import Settings, parse_settings
 from notisync.memory import limit_malloc_arenas
@@ -30,6 +30,7 @@ async def serve(settings: Settings) -> None:
     app = make_app(services)
     server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT)
     server.listen(settings.port, settings.host)
+    gctune.tune_after_startup()
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
         settings.node_id, settings.host, settings.port, services.store.backend,
