@@ -32,6 +32,7 @@ class Settings:
     ws_rate_limit: float = 50.0
     ws_max_message_size: int = 64 * 1024
     max_body_size: int = 64 * 1024
+    event_loop: str = "asyncio"
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     key_prefix: str = "notisync"
 
@@ -40,6 +41,8 @@ class Settings:
             return True
         return origin.rstrip("/") in self.allowed_origins
 
+
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 # flag name -> (env var, type, help)
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -53,6 +56,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "log-level": ("NOTISYNC_LOG_LEVEL", str, "DEBUG, INFO, WARNING, ERROR"),
     "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
+    "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
 }
 
@@ -76,6 +80,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     origins = [o.strip().rstrip("/") for o in str(values.pop("allowed_origins")).split(",") if o.strip()]
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()}, allowed_origins=origins or ["*"])
     settings.log_level = settings.log_level.upper()
+    settings.event_loop = settings.event_loop.lower()
+    if settings.event_loop not in EVENT_LOOPS:
+        parser.error(f"--event-loop must be one of {', '.join(EVENT_LOOPS)}")
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)

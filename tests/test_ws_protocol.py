@@ -5,6 +5,7 @@ import asyncio
 import shutil
 
 import jwt
+import pytest
 from tornado.websocket import WebSocketClosedError
 
 from tests.harness import WS, Node, call, new_user, ws_connect
@@ -140,6 +141,24 @@ async def test_ws_rate_limit_zero_disables_it():
         assert _counts(ws) == (600, 0)
         assert ws.close_code is None
         ws.close()
+    finally:
+        assert node.stop() == 0, node.log()
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+async def test_node_on_uvloop_mirrors_and_stops_cleanly():
+    pytest.importorskip("uvloop")
+    node = Node(extra=["--event-loop", "uvloop"]).start()
+    try:
+        user = await new_user(node)
+        phone, laptop = await user.device("mobile"), await user.device("desktop")
+        ws_laptop = await ws_connect(node, user.token, laptop)
+        ws_phone = await ws_connect(node, user.token, phone)
+        await ws_phone.send({"type": "new_notification", "id": "n1", "data": {"app_name": "Signal", "title": "hi"}})
+        ack = (await ws_phone.recv_type("ack"))["data"]
+        assert (await ws_laptop.recv_type("new_notification"))["data"]["id"] == ack["notification_id"]
+        ws_phone.close()
+        ws_laptop.close()
     finally:
         assert node.stop() == 0, node.log()
         shutil.rmtree(node.data_dir, ignore_errors=True)
