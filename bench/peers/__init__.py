@@ -1,0 +1,1 @@
+"""Peer servers the benchmark compares NotiSync against (see README.md)."""
