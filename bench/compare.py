@@ -58,26 +58,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="devices per user in the capacity scenario (each connect notifies the others)")
     p.add_argument("--catchup", type=int, default=1000, help="queued notifications for catch-up (0: skip)")
     p.add_argument("--only", default="", help="comma-separated targets: notisync,socketio,tornado,asyncio")
+    p.add_argument("--uvloop", action="store_true", help="run every server (ours and the peers) on uvloop")
     p.add_argument("--no-cluster", action="store_true", help="skip the two-node NotiSync target")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity scenario")
     p.add_argument("--quick", action="store_true", help="20 users, 1 run, 3 s, 1,000 sockets: a smoke run")
+    if p.parse_known_args(argv)[0].quick:  # smaller defaults; explicit flags still win
+        p.set_defaults(users=20, runs=1, duration=3.0, capacity=1000, catchup=200)
     args = p.parse_args(argv)
-    args.rate = args.rate or [100.0, 500.0]
-    if args.quick:
-        args.users, args.runs, args.duration, args.capacity, args.catchup = 20, 1, 3.0, 1000, 200
-        args.rate = [100.0]
+    args.rate = args.rate or ([100.0] if args.quick else [100.0, 500.0])
     return args
 
 
 def pick_targets(args: argparse.Namespace) -> list[Target]:
-    targets = all_targets()
+    targets = all_targets(args.uvloop)
     names = [n for n in args.only.split(",") if n] or list(targets)
     unknown = set(names) - set(targets)
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))}")
     chosen = [targets[n] for n in names]
     if "notisync" in names and not args.no_cluster:
-        chosen.insert(1, NotiSync(nodes=2))
+        chosen.insert(1, NotiSync(nodes=2, uvloop=args.uvloop))
     return chosen
 
 
@@ -127,7 +127,7 @@ def capacity(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """Fresh server per target; RSS before and after connecting --capacity idle sockets."""
     per_user = max(2, args.capacity_devices)
     users = max(1, args.capacity // per_user)
-    for name, t in all_targets().items():
+    for name, t in all_targets(args.uvloop).items():
         if args.only and name not in args.only.split(","):
             continue
         gen = None

@@ -1,0 +1,55 @@
+"""The benchmark the README tells users to run: a small run of all of it, end to end.
+
+It starts NotiSync (one and two nodes) and the three peer servers from
+nothing, drives them with the generator process and checks the accounting:
+every accepted notification reached every other device of its user, the
+catch-up came in order, every capacity socket was registered. Figures are
+printed by the run, never asserted here (the machine is shared and noisy).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = {"notisync", "notisync-2-nodes", "socketio", "tornado", "asyncio"}
+
+
+def test_quick_comparison_accounts_for_every_delivery_on_every_server():
+    before = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json")))
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--quick", "--users", "10",
+         "--duration", "2", "--capacity", "300", "--catchup", "100"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (path,) = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json"))) - before
+    with open(path) as f:
+        data = json.load(f)
+    os.remove(path)
+    os.remove(path[:-5] + ".md")
+    assert data["problems"] == []
+    results = data["results"]
+
+    def of(scenario: str) -> dict[str, dict]:
+        return {r["target"]: r for r in results if r["scenario"] == scenario}
+
+    saturation = of("saturation")
+    assert set(saturation) == TARGETS
+    for target, r in saturation.items():
+        # 10 phones, 4 receivers each: everything accepted arrived, once, nowhere else
+        assert r["sent"] > 0 and r["expected"] == 4 * r["sent"], target
+        assert r["received"] == r["expected"] and r["missing"] == 0 and r["echoes"] == 0, target
+        assert r["resources"]["server"]["cpu_s"] > 0, target
+    assert set(of("latency@100")) == TARGETS
+    assert of("rest_saturation")["notisync"]["received"] == of("rest_saturation")["notisync"]["expected"] > 0
+    catchup = of("catchup")["notisync"]
+    assert catchup["queued"] == catchup["delivered"] == 100 and catchup["in_order"]
+    capacity = of("capacity")
+    assert set(capacity) == TARGETS - {"notisync-2-nodes"}
+    assert all(r["server_connections"] == r["sockets"] == 300 for r in capacity.values())
+    # the table a user reads: one row per server, the ratios against each peer
+    assert "NotiSync / python-socketio + Redis" in run.stdout and "bare asyncio" in run.stdout
