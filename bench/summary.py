@@ -93,20 +93,22 @@ def markdown(data: dict[str, Any]) -> str:
     out += _ratios(data)
     out += _capacity_table(data)
     out += _catchup(data)
+    out += _targets(data)
     out += [f"- WARNING: {w}" for w in warnings(data)]
     return "\n".join(out) + "\n"
 
 
 def _main_table(data: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     rates = [f"latency@{r:g}" for r in cfg["rate"]]
-    head = ["server", "saturation deliveries/s", "server CPU %", "redis CPU %", "CPU µs/delivery", "gen CPU %"]
+    head = ["server", "saturation deliveries/s", "server CPU %", "redis CPU %", "CPU µs/delivery", "server RSS MB",
+            "gen CPU %"]
     head += [f"{name[8:]}/s p50 / p99 / p99.9 ms" for name in rates] + ["missing"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in targets_in(data):
         sat = lambda f: stat(data, t, "saturation", f)  # noqa: E731
         cells = [LABELS.get(t, t), fmt(sat(lambda r: r["deliveries_per_s"])), fmt(sat(_res("server", "cpu_pct"))),
                  fmt(sat(_res("redis", "cpu_pct"))), fmt(sat(cpu_per_delivery_us), 1),
-                 fmt(sat(_res("generator", "cpu_pct")))]
+                 fmt(sat(_res("server", "rss_mb_after"))), fmt(sat(_res("generator", "cpu_pct")))]
         for name in rates:
             q = [fmt(stat(data, t, name, lambda r, k=k: r["latency_ms"][k]), 1) for k in ("p50", "p99", "p99_9")]
             cells.append(" / ".join(q))
@@ -155,6 +157,37 @@ def _catchup(data: dict[str, Any]) -> list[str]:
     ms = spread([r["connect_to_last_ms"] for r in rs])
     return [f"Catch-up: {rs[0]['queued']:,} queued notifications, connect to last delivered: {fmt(ms, 1)} ms; "
             f"in order: {all(r['in_order'] for r in rs)}; missing: {sum(r['missing'] for r in rs)}.", ""]
+
+
+def _targets(data: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with the measured value: met, or missed and by how much."""
+    lines = []
+
+    def check(ok: bool | None, text: str) -> None:
+        if ok is not None:
+            lines.append(f"- {'met' if ok else 'MISSED'}: {text}")
+
+    peer = ratio(data, OURS, "socketio")
+    check(peer and peer >= 2.0, f"saturation ≥ 2× python-socketio + Redis — measured {peer or 0:.2f}×")
+    ceiling = ratio(data, OURS, "asyncio")
+    check(ceiling and ceiling >= 0.5, f"saturation ≥ 50 % of bare asyncio — measured {(ceiling or 0) * 100:.0f} %")
+    p99 = stat(data, OURS, "latency@500", lambda r: r["latency_ms"]["p99"])
+    missing = sum(r["missing"] for r in runs(data, OURS, "latency@500"))
+    if p99:
+        check(p99["median"] <= 20 and not missing,
+              f"p99 ≤ 20 ms at 500 notifications/s — measured {p99['median']:.1f} ms, {missing} missing")
+    for r in runs(data, OURS, "capacity"):
+        check(r["server_connections"] >= 10_000 and r.get("rss_kib_per_socket", 99) <= 20,
+              f"10,000 sockets at ≤ 20 KiB each — measured {r['server_connections']:,} at "
+              f"{r.get('rss_kib_per_socket', 0):.1f} KiB")
+    catch = spread([r["connect_to_last_ms"] for r in runs(data, OURS, "catchup") if r["queued"] >= 1000])
+    if catch:
+        check(catch["median"] <= 250, f"catch-up of 1,000 queued ≤ 250 ms — measured {catch['median']:.0f} ms")
+    two = runs(data, CLUSTER, "saturation")
+    if two:
+        lost = sum(r["missing"] for r in data["results"] if r["target"] == CLUSTER)
+        check(lost == 0, f"two nodes deliver everything — {lost} missing over {len(two)} runs")
+    return ["Targets (single node unless stated):", "", *lines, ""] if lines else []
 
 
 # -- warnings and verdict ------------------------------------------------------------------
