@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from store.keys import Keys
+from store.script_batch import ScriptBatcher
 
 MAXLEN = 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -97,7 +98,8 @@ class Streams:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._fanout = redis.register_script(_FANOUT)
+        # Concurrent fan-outs share one pipeline (see store/script_batch.py).
+        self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT))
         self._save_cursor = redis.register_script(_SAVE_CURSOR)
 
     async def ensure_epoch(self) -> str:
@@ -121,7 +123,7 @@ class Streams:
             keys += [self._keys.stream(device_id), self._keys.last(device_id)]
         args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, version, *device_ids]
         try:
-            ids = await self._fanout(keys=keys, args=args)
+            ids = await self._fanout(keys, args)
         except ResponseError as exc:
             if "EPOCH" in str(exc):
                 raise EpochMismatch() from None
