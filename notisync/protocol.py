@@ -36,8 +36,13 @@ def iso(value: dt.datetime | None) -> str | None:
     """ISO-8601 UTC with milliseconds and a trailing Z."""
     if value is None:
         return None
-    # isoformat is about twice as fast as strftime; it ends in "+00:00" here.
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    if value.tzinfo is not dt.timezone.utc:
+        value = value.astimezone(dt.timezone.utc)
+    # %-formatting: about 3x faster than strftime, and a message carries several.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond // 1000,
+    )
 
 
 def now_iso() -> str:
