@@ -1,0 +1,125 @@
+"""SQLite rows <-> records: column lists, value encoding, query filters.
+
+Pure functions shared by the store's statements (store/sqlite.py); none of
+them touches a connection except through the cursor it is handed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from typing import Any
+
+from store.documents import NotificationQuery, Record
+
+USER_COLS = ("id", "email", "password_hash", "created_at")
+DEVICE_COLS = (
+    "id", "user_id", "device_name", "device_type", "push_token",
+    "last_seen", "created_at", "revoked_at",
+)
+NOTIFICATION_COLS = (
+    "id", "user_id", "source_device_id", "source_key", "app_name", "title",
+    "body", "category", "priority", "is_read", "is_dismissed", "created_at",
+    "updated_at", "expires_at",
+)
+DATETIME_COLS = frozenset(
+    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at"}
+)
+BOOL_COLS = frozenset({"is_read", "is_dismissed"})
+DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
+FLAGS = frozenset({"is_read", "is_dismissed"})
+LIKE_ESCAPE = "\\"
+UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+def encode_time(value: dt.datetime | None) -> str | None:
+    """A fixed-width UTC string with milliseconds: sorts as text in time order."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes given to the store must be timezone-aware")
+    utc = value if value.tzinfo is dt.timezone.utc else value.astimezone(dt.timezone.utc)
+    return utc.isoformat(timespec="milliseconds")  # ends in +00:00; 2x faster than strftime
+
+
+def decode_time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
+    # JSON rather than "device|key": a "|" inside a device id or key cannot
+    # make two different pairs collide.
+    if source_key is None:
+        return None
+    return json.dumps([source_device_id, source_key], separators=(",", ":"))
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
+    for ch in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(ch, LIKE_ESCAPE + ch)
+    return f"%{text}%"
+
+
+def _insert_sql(table: str, cols: tuple[str, ...], conflict: str) -> str:
+    marks = ", ".join("?" * len(cols))
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT ({conflict}) DO NOTHING"
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in DATETIME_COLS:
+        return encode_time(value)
+    if col in BOOL_COLS:
+        return int(bool(value))
+    return value
+
+
+def _first(cur: sqlite3.Cursor) -> Record | None:
+    # fetchall() steps the statement to its end, so nothing is still running
+    # when the transaction commits.
+    rows = cur.fetchall()
+    return _decode_row(rows[0]) if rows else None
+
+
+def _decode_row(row: sqlite3.Row) -> Record:
+    out: Record = {}
+    for col in row.keys():
+        value = row[col]
+        if col in DATETIME_COLS:
+            value = decode_time(value)
+        elif col in BOOL_COLS:
+            value = bool(value)
+        out[col] = value
+    out.pop("dedupe_key", None)
+    return out
+
+
+def _py_lower(text: str | None) -> str | None:
+    # SQLite's own LIKE and lower() fold ASCII only; Python folds all of
+    # Unicode, matching MongoDB's case-insensitive regex.
+    return None if text is None else text.lower()
+
+
+def _notification_filter(query: NotificationQuery) -> tuple[list[str], list[Any]]:
+    where = ["user_id = ?"]
+    params: list[Any] = [query.user_id]
+    if query.before is not None:
+        created, last_id = query.before
+        stamp = encode_time(created)
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [stamp, stamp, last_id]
+    for col in ("app_name", "category", "is_read", "is_dismissed"):
+        value = getattr(query, col)
+        if value is not None:
+            where.append(f"{col} = ?")
+            params.append(_encode(col, value))
+    if query.q:
+        pattern = like_pattern(query.q.lower())
+        where.append(
+            "(" + " OR ".join(
+                f"py_lower({col}) LIKE ? ESCAPE '{LIKE_ESCAPE}'"
+                for col in ("title", "body", "app_name")
+            ) + ")"
+        )
+        params += [pattern] * 3
+    return where, params
