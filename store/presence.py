@@ -43,6 +43,8 @@ if has_device(KEYS[1], ARGV[1], ARGV[3]) then return 0 else return 1 end
 
 # KEYS[1] presence; ARGV: now, expiry, key ttl ms, member... -> devices whose
 # sockets all expired (their node died) and that are now offline.
+REFRESH_CHUNK = 200  # users per pipeline in the heartbeat's refresh
+
 _REFRESH = _HAS_DEVICE + """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 for i = 4, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
@@ -96,16 +98,22 @@ class Presence:
     async def refresh(self, members_by_user: dict[str, list[str]]) -> dict[str, list[str]]:
         """Extend this node's sockets; return user -> devices found dead elsewhere."""
         now = _now_ms()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            users = list(members_by_user)
-            for user_id in users:
-                await self._refresh(
-                    keys=[self._keys.presence(user_id)],
-                    args=[now, now + self._ttl_ms, 2 * self._ttl_ms, *members_by_user[user_id]],
-                    client=pipe,
-                )
-            results = await pipe.execute()
-        return {u: [d.decode() for d in gone] for u, gone in zip(users, results) if gone}
+        users = list(members_by_user)
+        gone: dict[str, list[str]] = {}
+        # One pipeline per chunk, not per node: encoding and parsing thousands
+        # of script calls in one go stalls the event loop for tens of ms.
+        for start in range(0, len(users), REFRESH_CHUNK):
+            chunk = users[start:start + REFRESH_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in chunk:
+                    await self._refresh(
+                        keys=[self._keys.presence(user_id)],
+                        args=[now, now + self._ttl_ms, 2 * self._ttl_ms, *members_by_user[user_id]],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+            gone.update({u: [d.decode() for d in dead] for u, dead in zip(chunk, results) if dead})
+        return gone
 
     async def online_devices(self, user_id: str) -> set[str]:
         members = await self._redis.zrangebyscore(self._keys.presence(user_id), _now_ms(), "+inf")
