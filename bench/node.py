@@ -1,4 +1,4 @@
-"""The server under test for bench/latency.py: one `run.py` subprocess, and /proc sampling."""
+"""A NotiSync node as a subprocess for the benchmark (bench/targets.py), and /proc sampling."""
 from __future__ import annotations
 
 import os
