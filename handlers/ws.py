@@ -169,8 +169,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             written = self._write_text(frame)
         except (WebSocketClosedError, StreamClosedError):
             return False
-        if written.done():
-            return True  # already in the kernel's buffer: the usual case
+        if written.done():  # already in the kernel's buffer: the usual case
+            return not written.cancelled() and written.exception() is None
         self._pending += 1
         if self._pending > MAX_PENDING_FRAMES:
             log.info("closing a socket that fell %d frames behind", self._pending)
