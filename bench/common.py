@@ -64,5 +64,17 @@ def environment() -> dict[str, Any]:
 
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
+            "python": sys.version.split()[0], "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
+            "loadavg": os.getloadavg(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

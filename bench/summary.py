@@ -86,7 +86,7 @@ def targets_in(data: dict[str, Any]) -> list[str]:
 def markdown(data: dict[str, Any]) -> str:
     env, cfg = data["environment"], data["config"]
     out = [f"### bench/compare.py — {env['started'][:10]}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}",
-           "", f"{env['cpus']} cores, Python {env['python']}, loopback; {cfg['users']} users × {cfg['devices']} "
+           "", f"{env['cpus']} cores ({env.get('cpu_model', 'unknown CPU')}), Python {env['python']}, loopback; {cfg['users']} users × {cfg['devices']} "
            f"devices ({cfg['devices'] - 1} recipients per notification); {cfg['runs']} interleaved runs of "
            f"{cfg['duration']:g} s, median (min–max).", ""]
     out += _main_table(data, cfg)
