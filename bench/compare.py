@@ -120,7 +120,7 @@ def interleaved(args: argparse.Namespace, targets: list[Target], data: dict[str,
         for t in targets:
             if t.name in gens:
                 gens[t.name].stop()
-            data["stops"][t.name] = {**t.stop(), "log_errors": t.log_problems()}
+            data["stops"][t.name] = t.stop()
 
 
 def capacity(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -143,7 +143,7 @@ def capacity(args: argparse.Namespace, data: dict[str, Any]) -> None:
         finally:
             if gen is not None:
                 gen.stop()
-            t.stop()
+            data["stops"][f"{name} (capacity)"] = t.stop()
 
 
 def record(data: dict[str, Any], target: str, scenario: str, result: dict[str, Any], run: int = 0) -> None:

@@ -36,6 +36,7 @@ class Target:
         raise NotImplementedError
 
     def stop(self) -> dict[str, Any]:
+        """Stop everything started; exit codes and the ERROR lines the server logged."""
         raise NotImplementedError
 
     def pids(self) -> dict[str, list[int]]:
@@ -68,8 +69,9 @@ class NotiSync(Target):
     def stop(self) -> dict[str, Any]:
         # The last node to stop shuts the shared embedded redis down.
         stops = [node.stop() for node in self.nodes]
+        errors = self.log_problems()  # before the data dir (and the logs in it) goes
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        return {"exit_codes": [s["exit_code"] for s in stops],
+        return {"exit_codes": [s["exit_code"] for s in stops], "log_errors": errors,
                 "left_redis_running": any(s["left_redis_running"] for s in stops)}
 
     def pids(self) -> dict[str, list[int]]:
@@ -109,7 +111,10 @@ class Peer(Target):
         code = terminate(self.proc)
         if self.redis is not None:
             self.redis.stop()
-        return {"exit_codes": [code], "left_redis_running": False}
+        errors = self.log_problems()
+        if not errors:  # keep the log only when it has something to show
+            os.unlink(self.log.name)
+        return {"exit_codes": [code], "log_errors": errors, "left_redis_running": False}
 
     def pids(self) -> dict[str, list[int]]:
         redis = [self.redis.proc.pid] if self.redis and self.redis.proc else []
