@@ -14,9 +14,9 @@ from typing import Any
 
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
-from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
+from handlers.outbox import Outbox, encode_text_frames
 from notisync import protocol, schemas
 from notisync.delivery import StreamState
 from notisync.errors import ApiError, NotFound, Unauthorized, dependency_failure
@@ -25,13 +25,12 @@ from notisync.views import notification_view
 
 log = logging.getLogger(__name__)
 
-# Frames written but not yet flushed to the kernel; past this the client is
-# not keeping up, and it recovers from its stream after reconnecting.
+# Frames queued or written but not yet in the kernel; past this the client
+# is not keeping up, and it recovers from its stream after reconnecting.
 MAX_PENDING_FRAMES = 5000
 # Token bucket per socket (rate from --ws-rate-limit, burst BURST_FACTOR x
 # the rate): a phone posting bursts is fine, a flood is not.
 BURST_FACTOR = 4.0
-TEXT_OPCODE = 0x1  # RFC 6455: a UTF-8 text frame
 ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
 # Sockets registering or unregistering at once. Each step makes several Redis
 # calls; below the Redis pool's size (64), a reconnect storm of thousands of
@@ -72,7 +71,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     async def open(self) -> None:
         self.conn_id = uuid.uuid4().hex[:12]
         self.sync = StreamState()
-        self._pending = 0
+        self._outbox = Outbox(self._write_frames, self.sync, MAX_PENDING_FRAMES)
         self._closed = False
         self._subscribed = False
         self._rate = float(self.settings.get("ws_rate_limit", 50.0))
@@ -140,6 +139,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self._closed = True
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.drop()  # before cleanup saves the cursor
         setup = getattr(self, "_setup", None)
         if setup is not None:
             task = asyncio.ensure_future(self._cleanup(setup))
@@ -163,42 +165,39 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     # -- outgoing -------------------------------------------------------------
     def send(self, frame: bytes) -> bool:
-        if self._closed:
+        """Queue a frame for this loop turn's write (handlers/outbox.py)."""
+        conn = self.ws_connection
+        if self._closed or conn is None or conn.is_closing():
             return False
-        try:
-            written = self._write_text(frame)
-        except (WebSocketClosedError, StreamClosedError):
-            return False
-        if written.done():  # already in the kernel's buffer: the usual case
-            return not written.cancelled() and written.exception() is None
-        self._pending += 1
-        if self._pending > MAX_PENDING_FRAMES:
-            log.info("closing a socket that fell %d frames behind", self._pending)
+        if self._outbox.put(frame):
+            return True
+        if not self._outbox.broken:
+            log.info("closing a socket that fell %d frames behind", self._outbox.backlog)
             self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
-            return False
-        written.add_done_callback(self._written)
-        return True
+        return False
 
-    def _write_text(self, frame: bytes) -> asyncio.Future[None]:
-        """One text frame, returning the stream's own write future.
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        # Frames queued this turn go out before the close frame, in order.
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.flush()
+        super().close(code, reason)
 
-        Tornado's write_message wraps every write in a coroutine and a Task
-        just to rename an exception: about a fifth of a delivery's cost.
-        Its ``_write_frame`` (unchanged since Tornado 4) does the writing;
-        should a release drop it, or compression be on, we fall back.
+    def _write_frames(self, frames: list[bytes]) -> asyncio.Future[None]:
+        """Text frames in one stream write, returning the stream's own future.
+
+        Tornado's write_message costs a coroutine, a Task and a syscall per
+        frame. The frames are built here (RFC 6455, server frames are
+        unmasked) and written to the connection's stream at once. Should a
+        Tornado release drop ``stream``, or compression be on, we fall back.
         """
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             raise WebSocketClosedError()
-        write_frame = getattr(conn, "_write_frame", None)
-        if write_frame is None or getattr(conn, "_compressor", True) is not None:
-            return self.write_message(frame)
-        return write_frame(True, TEXT_OPCODE, frame)
-
-    def _written(self, future: asyncio.Future[None]) -> None:
-        self._pending -= 1
-        if not future.cancelled():
-            future.exception()  # consume a closed-stream error; on_close handles it
+        stream = getattr(conn, "stream", None)
+        if stream is None or getattr(conn, "_compressor", True) is not None:
+            return [self.write_message(frame) for frame in frames][-1]
+        return stream.write(encode_text_frames(frames))
 
     # -- incoming -------------------------------------------------------------
     async def on_message(self, message: str | bytes) -> None:

@@ -50,6 +50,9 @@ class StreamState:
     pumping: bool = True
     dirty: bool = False
     saved: str = ZERO
+    # Cursor from before frames still queued in the socket's outbox (not yet
+    # handed to its stream); None when nothing waits. See handlers/outbox.py.
+    unsent: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -222,7 +225,9 @@ class Delivery:
                 self.epoch = epoch
                 for conn in conns:
                     self._send_sync_required(conn, "stream_reset")
-                    conn.sync.cursor = conn.sync.saved = ZERO  # type: ignore[attr-defined]
+                    state: StreamState = conn.sync  # type: ignore[attr-defined]
+                    state.cursor = state.saved = ZERO
+                    state.unsent = None  # an old-epoch position means nothing now
             await self.heartbeat()
             for conn in conns:
                 self._start_pump(conn)
@@ -243,8 +248,10 @@ class Delivery:
         cursors: dict[str, str] = {}
         for conn in self.hub.all():
             state: StreamState = conn.sync  # type: ignore[attr-defined]
-            if state.cursor != state.saved and not state.pumping:
+            # Frames still in the outbox have not reached the socket yet.
+            position = state.cursor if state.unsent is None else state.unsent
+            if position != state.saved and not state.pumping:
                 best = cursors.get(conn.device_id, ZERO)
-                cursors[conn.device_id] = max(best, state.cursor, key=parse_id)
-                state.saved = state.cursor
+                cursors[conn.device_id] = max(best, position, key=parse_id)
+                state.saved = position
         await self.streams.save_cursors(self.epoch, cursors)

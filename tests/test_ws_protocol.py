@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import jwt
@@ -201,6 +202,30 @@ async def test_notification_over_the_phone_socket_is_stored_and_mirrored(node):
     assert ack2["notification_id"] == ack["notification_id"] and ack2["created"] is False
     await ws_laptop.expect_silence()
     await ws_phone.expect_silence()
+
+
+async def test_a_burst_of_every_frame_size_arrives_whole_and_in_order(node):
+    # Frames queued in one loop turn leave in one write (handlers/outbox.py):
+    # short and 16-bit length headers, up to the largest frame there can be.
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    ws_phone = await ws_connect(node, user.token, phone)
+    ws_laptop = await ws_connect(node, user.token, laptop)
+    # The largest frame a client may send: 64 KiB of raw UTF-8.
+    big = {"app_name": "🔔" * 200, "title": "🔔" * 1000, "source_key": "k" * 512, "body": ""}
+    room = 65_536 - len(json.dumps({"type": "new_notification", "id": "b9", "data": big}, ensure_ascii=False).encode())
+    big["body"] = "🔔" * (room // 4)
+    bodies = ["hi", "x" * 300, "y" * 70, "é" * 16000, big["body"], ""]
+    for i, body in enumerate(bodies):
+        data = big if body is big["body"] else {"app_name": "Burst", "title": "t", "body": body}
+        await ws_phone.send(json.dumps({"type": "new_notification", "id": f"b{i}", "data": data}, ensure_ascii=False))
+    acks = [(await ws_phone.recv_type("ack"))["data"]["id"] for _ in bodies]
+    assert acks == [f"b{i}" for i in range(len(bodies))]  # Tornado handles a socket's frames in turn
+    got = [await ws_laptop.recv_type("new_notification") for _ in bodies]
+    assert [f["data"]["body"] for f in got] == bodies
+    await ws_laptop.expect_silence()
+    ws_phone.close()
+    ws_laptop.close()
 
 
 async def test_action_syncs_to_all_others_never_itself(node):

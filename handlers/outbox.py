@@ -1,0 +1,101 @@
+"""Per-socket write coalescing: the frames one loop turn produces leave in one write.
+
+At saturation a receiver gets several frames per loop turn (one Redis
+pipeline resolves many users' fan-outs at once). Written one by one, each
+frame cost a Tornado write, a future and a ``send()`` syscall: about a third
+of the event loop's time in the profile. Queued here and written together
+when the turn ends, they cost one. No frame waits longer than that turn.
+
+Nothing may be counted as delivered before it reached the socket's stream:
+while frames wait here, ``StreamState.unsent`` holds the stream cursor from
+before the first of them, so a socket dropped in between resumes there.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import struct
+from typing import Callable
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
+
+from notisync.delivery import StreamState
+
+FIN_TEXT = 0x81  # RFC 6455 5.2: FIN bit + opcode 1 (text)
+
+Write = Callable[[list[bytes]], "asyncio.Future[None]"]
+
+
+def encode_text_frames(payloads: list[bytes]) -> bytes:
+    """Server-to-client text frames (unmasked, uncompressed), back to back."""
+    parts: list[bytes] = []
+    for payload in payloads:
+        size = len(payload)
+        if size < 126:
+            parts.append(bytes((FIN_TEXT, size)))
+        elif size < 1 << 16:
+            parts.append(struct.pack("!BBH", FIN_TEXT, 126, size))
+        else:
+            parts.append(struct.pack("!BBQ", FIN_TEXT, 127, size))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+class Outbox:
+    """Frames queued for one socket during this loop turn."""
+
+    def __init__(self, write: Write, state: StreamState, limit: int) -> None:
+        self._write = write
+        self._state = state
+        self._limit = limit
+        self._frames: list[bytes] = []
+        self.in_flight = 0  # frames handed to the stream, not yet in the kernel
+        self.broken = False  # the stream refused a write: the socket is going
+
+    @property
+    def backlog(self) -> int:
+        return self.in_flight + len(self._frames)
+
+    def put(self, frame: bytes) -> bool:
+        """Queue a frame; False if the socket is broken or ``limit`` frames behind."""
+        if self.broken or self.backlog >= self._limit:
+            return False
+        if not self._frames:
+            # The caller advances the cursor after this returns: remember where it was.
+            self._state.unsent = self._state.cursor
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(frame)
+        return True
+
+    def flush(self) -> None:
+        """Hand every queued frame to the stream in one write (idempotent)."""
+        frames = self._frames
+        if not frames or self.broken:
+            return
+        try:
+            written = self._write(frames)
+        except (WebSocketClosedError, StreamClosedError):
+            self.broken = True  # frames stay queued: drop() rewinds past them
+            return
+        if written.done() and (written.cancelled() or written.exception() is not None):
+            self.broken = True
+            return
+        self._frames = []
+        self._state.unsent = None
+        if not written.done():
+            self.in_flight += len(frames)
+            written.add_done_callback(functools.partial(self._written, len(frames)))
+
+    def _written(self, count: int, future: asyncio.Future[None]) -> None:
+        self.in_flight -= count
+        if not future.cancelled():
+            future.exception()  # consume a closed-stream error; on_close handles it
+
+    def drop(self) -> None:
+        """The socket is gone: forget what never reached it, and rewind the cursor past it."""
+        self.broken = True
+        if self._frames and self._state.unsent is not None:
+            self._state.cursor = self._state.unsent
+        self._frames = []
+        self._state.unsent = None
