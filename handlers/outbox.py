@@ -17,14 +17,15 @@ import functools
 import struct
 from typing import Callable
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from notisync.delivery import StreamState
 
 FIN_TEXT = 0x81  # RFC 6455 5.2: FIN bit + opcode 1 (text)
 
-Write = Callable[[list[bytes]], "asyncio.Future[None]"]
+# Returns the stream's write future, or None when the kernel took everything.
+Write = Callable[[list[bytes]], "asyncio.Future[None] | None"]
 
 
 def encode_text_frames(payloads: list[bytes]) -> bytes:
@@ -40,6 +41,27 @@ def encode_text_frames(payloads: list[bytes]) -> bytes:
             parts.append(struct.pack("!BBQ", FIN_TEXT, 127, size))
         parts.append(payload)
     return b"".join(parts)
+
+
+def write_through(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
+    """Write ``data`` to the stream's socket now; None if the kernel took it all.
+
+    ``IOStream.write`` spends a future, a queue entry and its buffer
+    bookkeeping on every call, though the kernel nearly always takes the
+    whole write at once. With nothing buffered ahead of us (so order
+    holds) we call ``send`` ourselves and hand the stream only what is
+    left. Errors go to the stream too, so it closes itself as usual. Only
+    for a plain ``IOStream``: a TLS stream has its own send protocol.
+    """
+    if type(stream) is IOStream and not stream.writing() and not stream.closed():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # EAGAIN, or a reset the stream's own write will meet and handle
+            sent = 0
+        if sent == len(data):
+            return None
+        data = data[sent:]
+    return stream.write(data)
 
 
 class Outbox:
@@ -78,12 +100,12 @@ class Outbox:
         except (WebSocketClosedError, StreamClosedError):
             self.broken = True  # frames stay queued: drop() rewinds past them
             return
-        if written.done() and (written.cancelled() or written.exception() is not None):
+        if written is not None and written.done() and (written.cancelled() or written.exception() is not None):
             self.broken = True
             return
         self._frames = []
         self._state.unsent = None
-        if not written.done():
+        if written is not None and not written.done():
             self.in_flight += len(frames)
             written.add_done_callback(functools.partial(self._written, len(frames)))
 

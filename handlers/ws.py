@@ -16,7 +16,7 @@ import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClosedError
 
-from handlers.outbox import Outbox, encode_text_frames
+from handlers.outbox import Outbox, encode_text_frames, write_through
 from notisync import protocol, schemas
 from notisync.delivery import StreamState
 from notisync.errors import ApiError, NotFound, Unauthorized, dependency_failure
@@ -183,12 +183,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             outbox.flush()
         super().close(code, reason)
 
-    def _write_frames(self, frames: list[bytes]) -> asyncio.Future[None]:
-        """Text frames in one stream write, returning the stream's own future.
+    def _write_frames(self, frames: list[bytes]) -> asyncio.Future[None] | None:
+        """Text frames in one write; the stream's future, or None if all sent.
 
         Tornado's write_message costs a coroutine, a Task and a syscall per
         frame. The frames are built here (RFC 6455, server frames are
-        unmasked) and written to the connection's stream at once. Should a
+        unmasked) and written to the connection's socket at once. Should a
         Tornado release drop ``stream``, or compression be on, we fall back.
         """
         conn = self.ws_connection
@@ -197,7 +197,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         stream = getattr(conn, "stream", None)
         if stream is None or getattr(conn, "_compressor", True) is not None:
             return [self.write_message(frame) for frame in frames][-1]
-        return stream.write(encode_text_frames(frames))
+        return write_through(stream, encode_text_frames(frames))
 
     # -- incoming -------------------------------------------------------------
     async def on_message(self, message: str | bytes) -> None:

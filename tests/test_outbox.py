@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
-from handlers.outbox import Outbox, encode_text_frames
+from handlers.outbox import Outbox, encode_text_frames, write_through
 from notisync.delivery import StreamState
 
 
@@ -116,3 +117,57 @@ def test_frame_headers_follow_rfc_6455_length_forms():
     assert encode_text_frames([b"a" * 125])[:2] == b"\x81\x7d"
     assert encode_text_frames([b"a" * 65535])[:4] == b"\x81\x7e\xff\xff"
     assert encode_text_frames([b"one", b"", b"two"]) == b"\x81\x03one\x81\x00\x81\x03two"
+
+
+# -- write_through, on a real socket pair --------------------------------------
+
+def _pair() -> tuple[IOStream, socket.socket]:
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    theirs.setblocking(False)
+    return IOStream(ours), theirs
+
+
+async def _read_all(sock: socket.socket, size: int) -> bytes:
+    got = bytearray()
+    loop = asyncio.get_running_loop()
+    while len(got) < size:
+        got += await loop.sock_recv(sock, size - len(got))
+    return bytes(got)
+
+
+async def test_write_through_sends_directly_when_nothing_is_buffered():
+    stream, peer = _pair()
+    assert write_through(stream, b"hello") is None
+    assert await _read_all(peer, 5) == b"hello"
+    stream.close()
+    peer.close()
+
+
+async def test_write_through_keeps_order_when_the_kernel_is_full():
+    stream, peer = _pair()
+    first = bytes(range(256)) * 2000  # far more than both socket buffers hold
+    pending = write_through(stream, first)
+    assert pending is not None and not pending.done() and stream.writing()
+    # The stream holds the rest of `first`: this write must queue behind it.
+    second = write_through(stream, b"after")
+    assert second is not None
+    assert await _read_all(peer, len(first) + 5) == first + b"after"
+    await asyncio.wait_for(second, 5)
+    stream.close()
+    peer.close()
+
+
+async def test_write_through_to_a_reset_peer_closes_the_stream():
+    stream, peer = _pair()
+    peer.close()
+    try:
+        result = write_through(stream, b"x" * 100)
+        if result is not None:
+            await asyncio.wait_for(result, 5)
+    except StreamClosedError:
+        pass
+    else:
+        raise AssertionError("a write to a closed peer must fail")
+    assert stream.closed()
