@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 from notisync.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record
 from store.sqlite_batch import GroupWriter
+from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
     USER_COLS,
     DEVICE_COLS,
@@ -77,6 +78,7 @@ class SQLiteStore(DocumentStore):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # -- plumbing -----------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -108,6 +110,8 @@ class SQLiteStore(DocumentStore):
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints run on their own thread (store/sqlite_checkpoint.py).
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
         conn.create_function("py_lower", 1, _py_lower, deterministic=True)
         conn.executescript(SCHEMA)
         return conn
@@ -127,6 +131,8 @@ class SQLiteStore(DocumentStore):
             self._executor = None
             raise
         self._writer = GroupWriter(self._run)
+        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._executor is None:
@@ -139,6 +145,9 @@ class SQLiteStore(DocumentStore):
         self._conn = None
         self._executor.shutdown(wait=True)
         self._executor = None
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
