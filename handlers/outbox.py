@@ -67,6 +67,9 @@ def write_through(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
 class Outbox:
     """Frames queued for one socket during this loop turn."""
 
+    # One per socket: slots keep 10,000 idle sockets' outboxes small.
+    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken")
+
     def __init__(self, write: Write, state: StreamState, limit: int) -> None:
         self._write = write
         self._state = state

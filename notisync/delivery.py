@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-@dataclass
+@dataclass(slots=True)  # one per socket
 class StreamState:
     """Per-socket position in its device's stream."""
 
