@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import struct
 from typing import Callable
 
@@ -21,6 +22,8 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from notisync.delivery import StreamState
+
+log = logging.getLogger(__name__)
 
 FIN_TEXT = 0x81  # RFC 6455 5.2: FIN bit + opcode 1 (text)
 
@@ -102,6 +105,10 @@ class Outbox:
             written = self._write(frames)
         except (WebSocketClosedError, StreamClosedError):
             self.broken = True  # frames stay queued: drop() rewinds past them
+            return
+        except Exception:  # never leave frames stuck behind a flush that will not come
+            log.exception("writing to a socket failed")
+            self.broken = True
             return
         if written is not None and written.done() and (written.cancelled() or written.exception() is not None):
             self.broken = True

@@ -171,7 +171,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return False
         if self._outbox.put(frame):
             return True
-        if not self._outbox.broken:
+        if self._outbox.broken:  # its stream failed; usually on_close is already on its way
+            self.close(protocol.CLOSE_SERVER_ERROR, "write failed")
+        else:
             log.info("closing a socket that fell %d frames behind", self._outbox.backlog)
             self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
         return False

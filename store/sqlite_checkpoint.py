@@ -27,7 +27,6 @@ class Checkpointer:
     def __init__(self, path: str, interval: float | None = None) -> None:
         self.path = path
         self.interval = INTERVAL if interval is None else interval
-        self.runs = 0  # completed checkpoints, for tests and curiosity
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,6 +54,5 @@ class Checkpointer:
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
         try:
             conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-            self.runs += 1
         except sqlite3.Error as exc:  # the next round tries again; the backstop bounds the WAL
             log.warning("sqlite checkpoint failed: %s", exc)

@@ -171,3 +171,17 @@ async def test_write_through_to_a_reset_peer_closes_the_stream():
     else:
         raise AssertionError("a write to a closed peer must fail")
     assert stream.closed()
+
+
+async def test_an_unexpected_write_error_breaks_the_outbox_instead_of_stalling_it():
+    state = StreamState(cursor="1-0")
+
+    def failing(frames: list[bytes]) -> None:
+        raise RuntimeError("a bug, not a closed socket")
+
+    outbox = Outbox(failing, state, limit=100)
+    assert outbox.put(b"x")
+    await asyncio.sleep(0)
+    assert outbox.broken and not outbox.put(b"y")  # the handler closes the socket on this
+    outbox.drop()
+    assert state.cursor == "1-0"
