@@ -15,7 +15,7 @@ PAGE = 4096
 async def _fill(store: SQLiteStore, user: str, rows: int) -> None:
     # Each body fills about a page: 1,500 rows take the WAL past SQLite's
     # default automatic checkpoint at 1,000 pages.
-    for start in range(0, rows, 100):
+    for _ in range(0, rows, 100):
         await asyncio.gather(*(store.create_notification(note(user, body="x" * 3500)) for _ in range(100)))
 
 

@@ -217,7 +217,7 @@ async def test_a_burst_of_every_frame_size_arrives_whole_and_in_order(node):
     big["body"] = "🔔" * (room // 4)
     bodies = ["hi", "x" * 300, "y" * 70, "é" * 16000, big["body"], ""]
     for i, body in enumerate(bodies):
-        data = big if body is big["body"] else {"app_name": "Burst", "title": "t", "body": body}
+        data = big if i == 4 else {"app_name": "Burst", "title": "t", "body": body}
         await ws_phone.send(json.dumps({"type": "new_notification", "id": f"b{i}", "data": data}, ensure_ascii=False))
     acks = [(await ws_phone.recv_type("ack"))["data"]["id"] for _ in bodies]
     assert acks == [f"b{i}" for i in range(len(bodies))]  # Tornado handles a socket's frames in turn
