@@ -357,6 +357,8 @@ async def test_device_status_online_and_offline(node):
     assert devices == {laptop: "online", phone: "online"}
     # a second socket of the same device changes nothing; closing one of two neither
     ws_phone2 = await ws_connect(node, user.token, phone)
+    await ws_phone2.send({"type": "ping"})
+    await ws_phone2.recv_type("pong")  # registered: frames are handled only after setup
     ws_phone.close()
     await ws_laptop.expect_silence(0.7, ignore=())
     ws_phone2.close()
