@@ -16,8 +16,14 @@ async def warmup(fleet: Fleet, drain: float) -> dict[str, Any]:
     started = time.time()
     for phone in fleet.phones:
         fleet.send(phone, "W")
-    drained = await fleet.drain("W", drain)
-    return fleet.report("W", started, time.time(), drained)
+    return await _settle(fleet, "W", started, drain)
+
+
+async def _settle(fleet: Fleet, tag: str, started: float, drain: float) -> dict[str, Any]:
+    """Sending is over: wait up to `drain` s for the last deliveries, then report."""
+    sends_done = time.time()
+    drained = await fleet.drain(tag, drain)
+    return fleet.report(tag, started, sends_done, drained)
 
 
 async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag: str) -> dict[str, Any]:
@@ -36,9 +42,7 @@ async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag
     await asyncio.sleep(max(0.0, deadline - time.time()))
     for phone in fleet.phones:
         phone.on_answer = None
-    sends_done = time.time()
-    drained = await fleet.drain(tag, drain)
-    report = fleet.report(tag, started, sends_done, drained)
+    report = await _settle(fleet, tag, started, drain)
     report.update(window=window, per_second=fleet.per_second(tag, started, duration))
     return report
 
@@ -60,9 +64,7 @@ async def latency(fleet: Fleet, rate: float, duration: float, drain: float, tag:
         sent = due
         if sent < count:
             await asyncio.sleep(max(0.0, started + sent * interval - time.time()))
-    sends_done = time.time()
-    drained = await fleet.drain(tag, drain)
-    report = fleet.report(tag, started, sends_done, drained)
+    report = await _settle(fleet, tag, started, drain)
     report.update(rate=rate, scheduled=count, schedule_lag_ms=summarize(lags))
     return report
 
@@ -80,9 +82,7 @@ async def rest_saturate(fleet: Fleet, duration: float, concurrency: int, drain: 
 
     started = time.time()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    sends_done = time.time()
-    drained = await fleet.drain(tag, drain)
-    report = fleet.report(tag, started, sends_done, drained)
+    report = await _settle(fleet, tag, started, drain)
     report.update(concurrency=concurrency, per_second=fleet.per_second(tag, started, duration))
     return report
 

@@ -13,67 +13,40 @@ would re-run a lone EVALSHA).
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from store.batching import Batcher, Outcome
+
 MAX_BATCH = 128
 
-Call = tuple[list[Any], list[Any], "asyncio.Future[Any]"]
+Call = tuple[list[Any], list[Any]]  # keys, args
 
 
-class ScriptBatcher:
+class ScriptBatcher(Batcher[Call]):
     def __init__(self, redis: Redis, script: AsyncScript, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(max_batch)
         self._redis = redis
         self._script = script
-        self._max_batch = max_batch
-        self._queue: list[Call] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, args, future))
-        if self._task is None:
-            # Started on the next loop turn, so calls made in this one join it.
-            self._task = asyncio.create_task(self._flush())
-        return await future
+        return await self.submit((keys, args))
 
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                await self._send(batch)
-        finally:
-            self._task = None
-
-    async def _send(self, batch: list[Call]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # the connection failed: no reply for anyone
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (keys, args, future), reply in zip(batch, replies):
+    async def _run_batch(self, calls: list[Call]) -> list[Outcome]:
+        # A raised error (the connection failed) means no reply for anyone.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        outcomes: list[Outcome] = []
+        for (keys, args), reply in zip(calls, replies):
             if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts
                 reply = await self._lone_call(keys, args)
-            if future.done():
-                continue  # its caller was cancelled
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            outcomes.append((not isinstance(reply, Exception), reply))
+        return outcomes
 
     async def _lone_call(self, keys: list[Any], args: list[Any]) -> Any:
         """The script did not run; this path loads it and runs it once."""

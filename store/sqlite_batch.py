@@ -11,10 +11,11 @@ With no load a batch is a single write, as before.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 from typing import Any, Awaitable, Callable, TypeVar
+
+from store.batching import Batcher, Outcome
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -48,53 +49,16 @@ def run_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any
     return results
 
 
-class GroupWriter:
+class GroupWriter(Batcher[Job]):
     """Queues write jobs on the event loop and runs them in batches via ``run``."""
 
     def __init__(self, run: Runner, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(max_batch)
         self._run = run
-        self._max_batch = max_batch
-        self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((job, future))
-        if self._task is None:
-            # Started on the next loop turn, so writes issued in this one join it.
-            self._task = asyncio.create_task(self._flush())
-        return await future
+        return await self.submit(job)  # type: ignore[no-any-return]
 
-    async def drain(self) -> None:
-        """Wait until every queued write has been committed or failed."""
-        while self._task is not None:
-            await asyncio.wait([self._task])
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                await self._run_one(batch)
-        finally:
-            self._task = None
-
-    async def _run_one(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._run(functools.partial(run_batch, jobs=[job for job, _ in batch]))
-        except asyncio.CancelledError:  # the loop is going away
-            for _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # nothing of this batch was committed
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), (ok, value) in zip(batch, results):
-            if future.done():
-                continue  # its caller was cancelled; the write itself stands
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+    async def _run_batch(self, jobs: list[Job]) -> list[Outcome]:
+        # A raised error means nothing of the batch was committed.
+        return await self._run(functools.partial(run_batch, jobs=jobs))  # type: ignore[no-any-return]

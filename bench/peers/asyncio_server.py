@@ -9,7 +9,6 @@ and the same frames as the bare Tornado peer. See README.md.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import itertools
@@ -30,6 +29,8 @@ if ROOT not in sys.path:
 
 from bench.wsproto import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,  # noqa: E402
                            FrameReader, accept_key, server_frame)
+
+import peer_cli  # noqa: E402  (sibling module; see peer_cli.py)
 
 log = logging.getLogger("peer.asyncio")
 
@@ -205,27 +206,9 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: asyncio's loop)")
-    parser.add_argument("--log-level", default="WARNING")
+    parser = peer_cli.parser(__doc__)
     args = parser.parse_args()
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loop_factory = None
-    if args.uvloop:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:  # port taken, bad address
-        print(f"cannot start: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return peer_cli.run(args, lambda: serve(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import orjson
 import redis.asyncio
 import socketio
 
+import peer_cli  # noqa: E402  (sibling module; see peer_cli.py)
+
 log = logging.getLogger("peer.socketio")
 
 CONNECTED: set[str] = set()   # Socket.IO sids past the namespace CONNECT (what /health counts)
@@ -191,32 +193,14 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = peer_cli.parser(__doc__)
     parser.add_argument("--redis-url", required=True,
                         help="redis://HOST:PORT/DB or unix:///path/to/redis.sock")
     parser.add_argument("--redis-pool", type=int, default=1000,
                         help="max Redis connections (one per emit in flight; default 1000)")
     parser.add_argument("--async-mode", choices=("tornado", "aiohttp"), default="tornado")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: asyncio's loop)")
-    parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loop_factory = None
-    if args.uvloop:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(args))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, redis.RedisError) as exc:  # port taken, Redis unreachable
-        print(f"cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return peer_cli.run(args, lambda: serve(args), start_errors=(OSError, redis.RedisError))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ live in one in-process dict. See README.md for the wire protocol.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import itertools
@@ -23,6 +22,8 @@ import tornado.web
 import tornado.websocket
 from tornado.httpserver import HTTPServer
 from tornado.websocket import WebSocketClosedError
+
+import peer_cli  # noqa: E402  (sibling module; see peer_cli.py)
 
 log = logging.getLogger("peer.tornado")
 
@@ -154,27 +155,9 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: asyncio's loop)")
-    parser.add_argument("--log-level", default="WARNING")
+    parser = peer_cli.parser(__doc__)
     args = parser.parse_args()
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loop_factory = None
-    if args.uvloop:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:  # port taken, bad address
-        print(f"cannot start: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return peer_cli.run(args, lambda: serve(args.host, args.port))
 
 
 if __name__ == "__main__":
