@@ -178,6 +178,20 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
         return False
 
+    def probe(self, token: bytes) -> bool:
+        conn = self.ws_connection
+        if self._closed or conn is None or conn.is_closing():
+            return False
+        try:
+            self.ping(token)  # written behind everything already handed to the stream
+        except WebSocketClosedError:
+            return False
+        return True
+
+    def on_pong(self, data: bytes) -> None:
+        if hasattr(self, "sync"):
+            self.services.delivery.pong(self, data)
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         # Frames queued this turn go out before the close frame, in order.
         outbox = getattr(self, "_outbox", None)
@@ -237,6 +251,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             fields = schemas.load(schemas.WS_ACTION, data)
             await notifications.act(self.user_id, fields["notification_id"], fields["action"], self.device_id)
             ack["notification_id"] = fields["notification_id"]
+        elif kind == protocol.STREAM_ACK:
+            fields = schemas.load(schemas.WS_STREAM_ACK, data)
+            self.services.delivery.stream_ack(self, fields["last_id"])
         elif kind == protocol.NEW_NOTIFICATION:
             fields = schemas.load(schemas.NOTIFICATION_CREATE, data)
             record, created = await notifications.create(self.user_id, fields, self.device_id)

@@ -30,6 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from notisync import protocol
+from notisync.errors import BadRequest
 from notisync.hub import Connection, Hub
 from notisync.recipients import Recipients
 from store.bus import Bus
@@ -46,10 +47,16 @@ BATCH = 500
 class StreamState:
     """Per-socket position in its device's stream."""
 
-    cursor: str = ZERO
+    cursor: str = ZERO  # the newest entry queued for this socket
     pumping: bool = True
     dirty: bool = False
     saved: str = ZERO
+    # The newest entry the client is known to hold: by its pong to a probe
+    # sent behind the entry, or by its own stream_ack. Only this is saved.
+    confirmed: str = ZERO
+    probe_at: str | None = None  # position of the probe awaiting its pong
+    probe_token: bytes = b""
+    acking: bool = False  # the client sends stream_ack: pongs no longer count
     # Cursor from before frames still queued in the socket's outbox (not yet
     # handed to its stream); None when nothing waits. See handlers/outbox.py.
     unsent: str | None = None
@@ -68,6 +75,7 @@ class Delivery:
         self.bus: Bus | None = None  # set by the service wiring (the bus calls back into us)
         self.epoch = ""
         self._resync_lock = asyncio.Lock()
+        self._probes = 0
 
     async def start(self) -> None:
         self.epoch = await self.streams.ensure_epoch()
@@ -82,6 +90,8 @@ class Delivery:
         if await self.presence.add(conn.user_id, conn.device_id, self._member(conn)):
             await self.publish_status(conn.user_id, conn.device_id, "online")
         state.cursor = await self._start_cursor(conn, device, last_id)
+        # The stored position, or the client's own last_id: held by the client.
+        state.confirmed = state.cursor
         state.saved = state.cursor if last_id is None else ZERO
         await self._pump(conn)
 
@@ -94,8 +104,8 @@ class Delivery:
             await self.bus.unsubscribe(conn.user_id)
         if await self.presence.remove(conn.user_id, conn.device_id, self._member(conn)):
             await self.publish_status(conn.user_id, conn.device_id, "offline")
-        if state.cursor != state.saved:
-            await self.streams.save_cursors(self.epoch, {conn.device_id: state.cursor})
+        if state.confirmed != state.saved:
+            await self.streams.save_cursors(self.epoch, {conn.device_id: state.confirmed})
 
     def _member(self, conn: Connection) -> str:
         return self.presence.member(conn.device_id, self.node_id, conn.conn_id)
@@ -200,6 +210,11 @@ class Delivery:
         elif kind == "rv":
             self.close_device(user_id, header["d"])
 
+    def expect_own_echo(self, user_id: str) -> None:
+        """A fan-out's reply was lost: take this node's own wake-ups for the user too."""
+        if self.bus is not None:
+            self.bus.expect_own_echo(user_id)
+
     def close_device(self, user_id: str, device_id: str) -> None:
         for conn in self.hub.device_connections(user_id, device_id):
             conn.close(protocol.CLOSE_POLICY, "device revoked")
@@ -226,8 +241,8 @@ class Delivery:
                 for conn in conns:
                     self._send_sync_required(conn, "stream_reset")
                     state: StreamState = conn.sync  # type: ignore[attr-defined]
-                    state.cursor = state.saved = ZERO
-                    state.unsent = None  # an old-epoch position means nothing now
+                    state.cursor = state.saved = state.confirmed = ZERO
+                    state.unsent = state.probe_at = None  # an old-epoch position means nothing now
             await self.heartbeat()
             for conn in conns:
                 self._start_pump(conn)
@@ -244,14 +259,60 @@ class Delivery:
                     await self.publish_status(user_id, device_id, "offline")
 
     async def save_cursors(self) -> None:
-        """Persist how far each device got, so a reconnect resumes there."""
+        """Persist how far each device's client got, so a reconnect without last_id resumes there.
+
+        A position is saved only once the client confirmed it: a frame in
+        the node's buffers, the kernel's or the client library's queue is
+        not yet "delivered" (a client that crashes loses those). Each round
+        also probes sockets whose stream moved on (see ``probe``).
+        """
         cursors: dict[str, str] = {}
         for conn in self.hub.all():
             state: StreamState = conn.sync  # type: ignore[attr-defined]
-            # Frames still in the outbox have not reached the socket yet.
-            position = state.cursor if state.unsent is None else state.unsent
-            if position != state.saved and not state.pumping:
+            self._probe(conn, state)
+            if state.confirmed != state.saved:
                 best = cursors.get(conn.device_id, ZERO)
-                cursors[conn.device_id] = max(best, position, key=parse_id)
-                state.saved = position
+                cursors[conn.device_id] = max(best, state.confirmed, key=parse_id)
+                state.saved = state.confirmed
         await self.streams.save_cursors(self.epoch, cursors)
+
+    # -- what the client holds ----------------------------------------------------
+    def _probe(self, conn: Connection, state: StreamState) -> None:
+        """Ping the socket behind the frames written so far, if they moved past what is confirmed.
+
+        A WebSocket client answers pings in order as it reads, so the pong
+        proves it read every frame before the ping. One probe at a time per
+        socket; frames still queued in the outbox go out after the ping, so
+        they do not count.
+        """
+        if state.acking or state.probe_at is not None:
+            return
+        position = state.cursor if state.unsent is None else state.unsent
+        if position == state.confirmed:
+            return
+        self._probes += 1
+        token = b"p%d" % self._probes
+        if conn.probe(token):
+            state.probe_at, state.probe_token = position, token
+
+    def pong(self, conn: Connection, data: bytes) -> None:
+        state: StreamState = conn.sync  # type: ignore[attr-defined]
+        if state.probe_at is not None and data == state.probe_token:
+            state.confirmed = max(state.confirmed, state.probe_at, key=parse_id)
+            state.probe_at = None
+
+    def stream_ack(self, conn: Connection, last_id: str) -> None:
+        """The client handled its stream up to ``last_id``: from now on only its acks count.
+
+        An id from another epoch, not a stream id, or past what this socket
+        was sent is refused (it would skip entries the client never got).
+        """
+        state: StreamState = conn.sync  # type: ignore[attr-defined]
+        epoch, sep, stream_id = last_id.partition(":")
+        if not sep or epoch != self.epoch or not is_stream_id(stream_id):
+            raise BadRequest("last_id is not a stream id of this server", code="invalid_last_id")
+        if parse_id(stream_id) > parse_id(state.cursor):
+            raise BadRequest("last_id is past what this socket was sent", code="invalid_last_id")
+        state.acking = True
+        state.probe_at = None
+        state.confirmed = max(state.confirmed, stream_id, key=parse_id)

@@ -21,6 +21,13 @@ class Connection(Protocol):
     def abort(self) -> None:
         """Drop the socket without waiting for the client's close reply."""
 
+    def probe(self, token: bytes) -> bool:
+        """Send a WebSocket ping carrying ``token`` behind every frame already written.
+
+        The client's pong (``Delivery.pong``) proves its WebSocket layer read
+        everything before it. False if the socket is closing.
+        """
+
 
 class Hub:
     def __init__(self) -> None:

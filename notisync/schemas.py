@@ -75,6 +75,12 @@ class WsActionSchema(_Base):
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
 
 
+class WsStreamAckSchema(_Base):
+    """``stream_ack``: the envelope id of the newest stream frame the client has handled."""
+
+    last_id = fields.String(required=True, validate=validate.Length(min=1, max=80))
+
+
 class NotificationListSchema(_Base):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE))
     before = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
@@ -136,4 +142,5 @@ DEVICE_UPDATE = DeviceUpdateSchema()
 NOTIFICATION_CREATE = NotificationCreateSchema()
 ACTION = ActionSchema()
 WS_ACTION = WsActionSchema()
+WS_STREAM_ACK = WsStreamAckSchema()
 NOTIFICATION_LIST = NotificationListSchema()

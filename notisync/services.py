@@ -15,7 +15,9 @@ from notisync.config import Settings
 from notisync.delivery import Delivery
 from notisync.devices import DeviceService
 from notisync.embedded import EmbeddedRedis
+from notisync.errors import Unavailable
 from notisync.hub import Hub
+from notisync.pending import PendingClears
 from notisync.recipients import Recipients
 from notisync.sync import NotificationService
 from store.bus import Bus
@@ -27,6 +29,8 @@ from store.streams import Streams
 log = logging.getLogger(__name__)
 
 CURSOR_FLUSH_SECONDS = 1.0
+PENDING_FLUSH_SECONDS = 1.0
+SWEEP_SECONDS = 2.0
 PURGE_SECONDS = 600.0
 
 
@@ -75,24 +79,44 @@ class Services:
         self.recipients = Recipients(self.store, self.streams)
         self.delivery = Delivery(self.hub, self.streams, self.presence, s.node_id, self.recipients)
         await self.delivery.start()
-        self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self.delivery.resync_all)
+        self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self._redis_back)
         self.delivery.bus = self.bus
         await self.bus.start()
         self.accounts = AccountService(self.store, self.tokens, self.redis, self.keys)
         self.devices = DeviceService(self.store, self.presence, self.streams, self.delivery, self.recipients)
+        self.pending = PendingClears(self.store)
         self.notifications = NotificationService(
-            self.store, self.streams, self.delivery, self.devices, self.recipients
+            self.store, self.streams, self.delivery, self.devices, self.recipients, self.pending
         )
         self._loops = [
+            # Whatever a node that died (or this one, before a restart) left
+            # stored but not fanned out goes out now, not after the grace.
+            asyncio.create_task(self._once(self._sweep_all)),
+            asyncio.create_task(self._every(SWEEP_SECONDS, self.notifications.sweep)),
+            asyncio.create_task(self._every(PENDING_FLUSH_SECONDS, self.pending.flush)),
             asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.delivery.save_cursors)),
             asyncio.create_task(self._every(s.presence_ttl / 3, self.delivery.heartbeat)),
             asyncio.create_task(self._every(PURGE_SECONDS, self._purge)),
         ]
 
+    async def _redis_back(self) -> None:
+        """The bus reconnected: re-read every socket's stream, and re-send what may have been lost."""
+        await self.delivery.resync_all()
+        # A Redis restarted from its append-only file may lack its last
+        # second of appends; their notifications are still pending.
+        await self._once(self._sweep_all)
+
+    async def _sweep_all(self) -> None:
+        await self.notifications.sweep(grace=0)
+
     async def stop(self) -> None:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        try:
+            await self.pending.flush(everything=True)
+        except Exception as exc:  # left pending, they are swept (idempotently) later
+            log.warning("could not clear pending notifications on shutdown: %s", exc)
         try:
             await self.delivery.save_cursors()
         except (RedisError, OSError) as exc:
@@ -127,12 +151,15 @@ class Services:
     async def _every(self, seconds: float, job: Any) -> None:
         while True:
             await asyncio.sleep(seconds)
-            try:
-                await job()
-            except (RedisError, OSError) as exc:
-                log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
-            except Exception:  # a background loop must survive any one failure
-                log.exception("%s failed", getattr(job, "__name__", job))
+            await self._once(job)
+
+    async def _once(self, job: Any) -> None:
+        try:
+            await job()
+        except (RedisError, OSError, Unavailable) as exc:
+            log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
+        except Exception:  # a background loop must survive any one failure
+            log.exception("%s failed", getattr(job, "__name__", job))
 
     async def _purge(self) -> None:
         removed = await self.store.purge_expired(utcnow())

@@ -17,7 +17,8 @@ from redis.exceptions import RedisError
 from notisync import protocol
 from notisync.delivery import Delivery
 from notisync.devices import DeviceService
-from notisync.errors import ApiError, BadRequest, NotFound, Unavailable
+from notisync.errors import BadRequest, NotFound, Unavailable
+from notisync.pending import PendingClears
 from notisync.recipients import DeviceList, Recipients
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
@@ -30,14 +31,19 @@ _FLAGS = {"read": {"is_read": True}, "dismissed": {"is_dismissed": True}, "click
 # Device lists that change under a fan-out this often in a row mean churn
 # far beyond any real user; the caller gets a 503 and retries.
 FANOUT_TRIES = 5
+# A pending row younger than this is most likely still being fanned out by
+# the node that stored it (the Redis timeout is 5 s): the sweeper leaves it.
+SWEEP_GRACE = 10.0
+SWEEP_BATCH = 200
 
 
 class NotificationService:
     def __init__(
         self, store: DocumentStore, streams: Streams, delivery: Delivery, devices: DeviceService,
-        recipients: Recipients,
+        recipients: Recipients, pending: PendingClears,
     ) -> None:
         self.store = store
+        self.pending = pending
         self.streams = streams
         self.delivery = delivery
         self.devices = devices
@@ -48,9 +54,25 @@ class NotificationService:
     ) -> tuple[Record, bool]:
         """Store a notification and send it to the user's other devices.
 
-        Returns (record, created). A repeat of (source device, source_key)
-        returns the first record and sends nothing. If the fan-out cannot
-        reach Redis the insert is undone, so a retry starts clean.
+        Returns (record, created). The step order is the no-loss argument:
+
+        1. The sender must be a live device of the user: 404 before anything
+           is stored.
+        2. Insert the record with ``pending`` set: the durable promise to fan
+           it out. A repeat of (source device, source_key) returns the first
+           record instead, and finishes its fan-out if that is still pending.
+        3. Fan out: one Redis script appends it to every other device's
+           stream, guarded by a per-notification marker, so only the first of
+           any number of attempts appends anything (``store/streams.py``).
+        4. Acknowledge (201/200); ``pending`` is cleared a few seconds later
+           (``notisync/pending.py``).
+
+        A crash or a Redis failure between 2 and 3 leaves the row pending;
+        the answer is then 503, and the sweeper (every node, every few
+        seconds, at start-up and after Redis comes back) or the phone's retry
+        with the same ``source_key`` finishes step 3. So whatever a device
+        receives exists, nothing stored is dropped, and nothing is appended
+        twice.
         """
         source_device_id = source_device_id or data.get("source_device_id")
         # The cached list says whether the sender is live; the fan-out's
@@ -72,22 +94,61 @@ class NotificationService:
             "created_at": now,
             "updated_at": now,
             "expires_at": now + EXPIRY,
+            "pending": True,
         }
         stored, created = await self.store.create_notification(record)
         if not created:
-            if source_device_id:  # nothing is sent, so ask the store itself (a rare path)
+            if source_device_id:  # ask the store itself (a rare path)
                 await self.devices.require_live(user_id, source_device_id)
+            if stored.get("pending"):
+                await self.finish(stored)
             return stored, False
-        try:
-            view = notification_view(stored)
-            await self.fan_out(user_id, source_device_id, protocol.NEW_NOTIFICATION, view, targets)
-        except (RedisError, OSError) as exc:
-            await self.store.delete_notification(user_id, stored["id"])
-            raise Unavailable("real-time service unavailable; retry", code="redis_unavailable") from exc
-        except ApiError:  # the sender turned out revoked, or the list kept changing
-            await self.store.delete_notification(user_id, stored["id"])
-            raise
+        await self.finish(stored, targets, sender_must_be_live=True)
         return stored, True
+
+    async def finish(
+        self, record: Record, targets: DeviceList | None = None, sender_must_be_live: bool = False
+    ) -> None:
+        """Step 3 for a stored notification: fan it out (once), then schedule clearing ``pending``.
+
+        ``sender_must_be_live``: the post that stored it is still being
+        answered, and a sender revoked meanwhile (on another node) makes it
+        a 404 — but only if no attempt has appended it yet: the notification
+        is then cancelled in Redis first (so no later attempt can append
+        it) and deleted. Later attempts (retry, sweeper) deliver it anyway:
+        it was accepted from a live device.
+        """
+        try:
+            await self.fan_out(
+                record["user_id"], record["source_device_id"], protocol.NEW_NOTIFICATION,
+                notification_view(record), targets, once_for=record["id"],
+                sender_must_be_live=sender_must_be_live,
+            )
+        except NotFound:
+            if not await self.streams.cancel_once(record["id"]):
+                self.pending.fanned_out(record["id"])
+                return  # another attempt appended it first: it was delivered
+            await self.store.delete_notification(record["user_id"], record["id"])
+            raise
+        except (RedisError, OSError) as exc:
+            raise Unavailable(
+                "stored, but not yet sent to your other devices; it will be sent when the real-time"
+                " service is back (retry with the same source_key to confirm)", code="redis_unavailable",
+            ) from exc
+        self.pending.fanned_out(record["id"])
+
+    async def sweep(self, grace: float = SWEEP_GRACE) -> int:
+        """Finish notifications left pending for ``grace`` seconds; how many were finished."""
+        finished = 0
+        while True:
+            rows = await self.store.list_pending(utcnow() - dt.timedelta(seconds=grace), SWEEP_BATCH)
+            rows = [r for r in rows if r["id"] not in self.pending]
+            if not rows:
+                return finished
+            for record in rows:
+                await self.finish(record)  # raises (the loop retries later) if Redis is away
+            finished += len(rows)
+            log.info("finished the fan-out of %d notification(s) left pending", len(rows))
 
     async def act(
         self, user_id: str, notification_id: str, action: str, device_id: str | None
@@ -137,32 +198,40 @@ class NotificationService:
 
     async def fan_out(
         self, user_id: str, source: str | None, kind: str, data: dict[str, Any],
-        targets: DeviceList | None = None,
+        targets: DeviceList | None = None, once_for: str | None = None, sender_must_be_live: bool = True,
     ) -> None:
         """Append one encoded frame to every other device's stream, then wake sockets.
 
         ``targets`` is the cached device list; if Redis says it is stale, it
         is reloaded and the append retried. 404 if ``source`` turns out not
-        to be a live device of the user: nothing has been sent then.
+        to be a live device of the user (unless ``sender_must_be_live`` is
+        False): nothing has been sent then. With ``once_for`` (a stored
+        notification's id) only the first call for that id appends.
         """
         body = protocol.frame(kind, data)
         prefix = '{"n":"%s","k":"m","e":' % self.delivery.node_id
-        entry = targets or await self._device_list(user_id, source)
+        entry = targets or await self._device_list(user_id, source if sender_must_be_live else None)
         for _ in range(FANOUT_TRIES):
             devices = [d for d in entry.devices if d != source]
             try:
                 appended = await self.streams.append(
-                    self.delivery.epoch, user_id, entry.version, devices, prefix, body
+                    self.delivery.epoch, user_id, entry.version, devices, prefix, body, once_for
                 )
             except EpochMismatch:
                 await self.delivery.resync_all()  # also empties the device-list cache
             except StaleDevices:
                 pass
+            except (RedisError, OSError):
+                # No reply: the script may still run later, and its wake-up is
+                # then the only one this node's sockets get.
+                self.delivery.expect_own_echo(user_id)
+                raise
             else:
-                self.delivery.deliver(user_id, appended, body)
+                if appended is not None:  # None: an earlier attempt appended it
+                    self.delivery.deliver(user_id, appended, body)
                 return
             entry = await self.recipients.load(user_id)
-            if source is not None and source not in entry.devices:
+            if sender_must_be_live and source is not None and source not in entry.devices:
                 raise NotFound("device not found", code="device_not_found")
         raise Unavailable("the device list keeps changing; retry", code="devices_changing")
 

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, dict[str, Any], bytes], None]
 ReconnectHandler = Callable[[], Awaitable[None]]
+# Longer than any stall after which a buffered script could still run
+# unnoticed: past ~a minute the bus connection itself has broken and the
+# reconnect re-reads every stream anyway.
+ECHO_WATCH_SECONDS = 120.0
 
 
 class Bus:
@@ -58,6 +62,9 @@ class Bus:
         self._connected = asyncio.Event()
         self._stopping = False
         self._resync: asyncio.Task[None] | None = None
+        # user id -> until when (loop time) this node's own publications for
+        # that user are handled too (see expect_own_echo).
+        self._echo_until: dict[str, float] = {}
 
     @property
     def connected(self) -> bool:
@@ -82,6 +89,17 @@ class Bus:
         header = {"n": self.node_id, **header}
         payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
         await self._redis.publish(self._keys.user_channel(user_id), payload)
+
+    def expect_own_echo(self, user_id: str, seconds: float = ECHO_WATCH_SECONDS) -> None:
+        """Handle this node's own publications for the user for a while.
+
+        Normally they are skipped: the node delivered locally when its script
+        returned. A script whose reply never came (a timeout, a dropped
+        connection) may still run later, and then its publication is the only
+        wake-up this node's sockets get. Handling a publication twice is safe:
+        the sync layer drops entries at or below a socket's position.
+        """
+        self._echo_until[user_id] = asyncio.get_running_loop().time() + seconds
 
     async def subscribe(self, user_id: str) -> None:
         """Hold a subscription to the user's channel; waits for Redis to confirm."""
@@ -168,11 +186,20 @@ class Bus:
         try:
             header = json.loads(head)
             user_id = self._keys.user_from_channel(channel.decode())
-            if header.get("n") == self.node_id:
+            if header.get("n") == self.node_id and not self._own_echo_wanted(user_id):
                 return  # this node already delivered it locally
             self._on_message(user_id, header, body)
         except Exception:  # a bad message must not stop the listener
             log.exception("could not handle a pub/sub message on %r", channel)
+
+    def _own_echo_wanted(self, user_id: str) -> bool:
+        until = self._echo_until.get(user_id)
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() < until:
+            return True
+        del self._echo_until[user_id]
+        return False
 
     async def _reconnect_with_backoff(self) -> None:
         delay = 0.05

@@ -136,7 +136,10 @@ class DocumentStore(abc.ABC):
     async def create_notification(self, notification: Record) -> tuple[Record, bool]:
         """Insert ``{id, user_id, source_device_id, source_key, app_name, title,
         body, category, priority, is_read, is_dismissed, created_at,
-        updated_at, expires_at}``.
+        updated_at, expires_at, pending}``.
+
+        ``pending`` (bool) says the notification is stored but not yet known
+        to be in every recipient's stream; ``clear_pending`` ends that.
 
         When ``source_key`` is not None and the same user already has a
         notification with the same ``(source_device_id, source_key)``
@@ -153,6 +156,15 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     async def delete_notification(self, user_id: str, notification_id: str) -> None:
         """Remove one (used to undo an insert whose fan-out failed)."""
+
+    @abc.abstractmethod
+    async def list_pending(self, before: dt.datetime, limit: int) -> list[Record]:
+        """Notifications of any user still ``pending`` and created before
+        ``before``, oldest first, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def clear_pending(self, notification_ids: list[str]) -> None:
+        """Set ``pending`` to False on these notifications (missing ids are ignored)."""
 
     @abc.abstractmethod
     async def list_notifications(self, query: NotificationQuery) -> list[Record]:

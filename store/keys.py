@@ -23,6 +23,10 @@ class Keys:
         """Id of the newest entry written to one of the device's sockets."""
         return f"{self.prefix}:c:{device_id}"
 
+    def fanout(self, notification_id: str) -> str:
+        """Set (with a TTL) by the fan-out that appended this notification: later attempts append nothing."""
+        return f"{self.prefix}:f:{notification_id}"
+
     def device_version(self, user_id: str) -> str:
         """Counter bumped whenever the user's set of live devices changes (missing = 0)."""
         return f"{self.prefix}:dv:{user_id}"

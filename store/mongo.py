@@ -108,6 +108,8 @@ class MongoStore(DocumentStore):
             [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
         )
         await self.notifications.create_index("expires_at", expireAfterSeconds=0)
+        # The sweeper's query: rows whose fan-out is not known to be complete.
+        await self.notifications.create_index([("pending", ASCENDING), ("created_at", ASCENDING)])
         # Only notifications with a source_key take part in dedupe. A partial
         # index (not sparse) is what real MongoDB needs for a compound key:
         # sparse skips a document only when *every* indexed field is missing,
@@ -243,6 +245,17 @@ class MongoStore(DocumentStore):
 
     async def delete_notification(self, user_id: str, notification_id: str) -> None:
         await self.notifications.delete_one({"_id": notification_id, "user_id": user_id})
+
+    async def list_pending(self, before: dt.datetime, limit: int) -> list[Record]:
+        cursor = self.notifications.find({"pending": True, "created_at": {"$lt": before}})
+        docs = await cursor.sort("created_at", ASCENDING).limit(limit).to_list(length=limit)
+        return [as_record(doc) for doc in docs]
+
+    async def clear_pending(self, notification_ids: list[str]) -> None:
+        if notification_ids:
+            await self.notifications.update_many(
+                {"_id": {"$in": notification_ids}}, {"$set": {"pending": False}}
+            )
 
     async def list_notifications(self, query: NotificationQuery) -> list[Record]:
         if query.limit <= 0:  # limit(0) means "no limit" to MongoDB

@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS notifications (
     category TEXT, priority INTEGER NOT NULL,
     is_read INTEGER NOT NULL, is_dismissed INTEGER NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT, expires_at TEXT,
+    -- 1 from the insert until every recipient's stream holds it (see
+    -- notisync/ingest.py); the sweeper completes rows left at 1.
+    pending INTEGER NOT NULL DEFAULT 0,
     -- NULLs are distinct in SQLite, so rows without a source_key never clash.
     UNIQUE (user_id, dedupe_key)
 );
@@ -69,6 +72,23 @@ CREATE INDEX IF NOT EXISTS notifications_page
     ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS notifications_expiry ON notifications (expires_at);
 """
+# After MIGRATIONS: an older file gains the column before the index needs it.
+PENDING_INDEX = """
+CREATE INDEX IF NOT EXISTS notifications_pending
+    ON notifications (created_at) WHERE pending = 1;
+"""
+# Columns added since the first release: (table, column, definition).
+MIGRATIONS = (("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),)
+# Ids per UPDATE when clearing pending rows (SQLite's variable limit is 32766).
+CLEAR_CHUNK = 500
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, definition in MIGRATIONS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    conn.executescript(PENDING_INDEX)
 
 class SQLiteStore(DocumentStore):
     backend = "sqlite"
@@ -114,6 +134,7 @@ class SQLiteStore(DocumentStore):
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}")
         conn.create_function("py_lower", 1, _py_lower, deterministic=True)
         conn.executescript(SCHEMA)
+        _migrate(conn)
         return conn
 
     # -- life cycle -----------------------------------------------------------
@@ -269,6 +290,7 @@ class SQLiteStore(DocumentStore):
         row = {col: notification.get(col) for col in NOTIFICATION_COLS}
         row["is_read"] = bool(row["is_read"])
         row["is_dismissed"] = bool(row["is_dismissed"])
+        row["pending"] = bool(row["pending"])
         key = dedupe_key(row["source_device_id"], row["source_key"])
         cols = (*NOTIFICATION_COLS, "dedupe_key")
         values = (*(_encode(c, row[c]) for c in NOTIFICATION_COLS), key)
@@ -298,6 +320,24 @@ class SQLiteStore(DocumentStore):
     async def delete_notification(self, user_id: str, notification_id: str) -> None:
         sql = "DELETE FROM notifications WHERE id = ? AND user_id = ?"
         await self._write(lambda conn: conn.execute(sql, (notification_id, user_id)))
+
+    async def list_pending(self, before: dt.datetime, limit: int) -> list[Record]:
+        sql = (
+            "SELECT * FROM notifications WHERE pending = 1 AND created_at < ?"
+            " ORDER BY created_at LIMIT ?"
+        )
+        return await self._many(sql, (encode_time(before), limit))
+
+    async def clear_pending(self, notification_ids: list[str]) -> None:
+        chunks = [notification_ids[i : i + CLEAR_CHUNK] for i in range(0, len(notification_ids), CLEAR_CHUNK)]
+
+        def clear(conn: sqlite3.Connection) -> None:
+            for chunk in chunks:
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(f"UPDATE notifications SET pending = 0 WHERE id IN ({marks})", chunk)
+
+        if chunks:
+            await self._write(clear)
 
     async def list_notifications(self, query: NotificationQuery) -> list[Record]:
         where, params = _notification_filter(query)

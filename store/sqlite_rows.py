@@ -20,12 +20,12 @@ DEVICE_COLS = (
 NOTIFICATION_COLS = (
     "id", "user_id", "source_device_id", "source_key", "app_name", "title",
     "body", "category", "priority", "is_read", "is_dismissed", "created_at",
-    "updated_at", "expires_at",
+    "updated_at", "expires_at", "pending",
 )
 DATETIME_COLS = frozenset(
     {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at"}
 )
-BOOL_COLS = frozenset({"is_read", "is_dismissed"})
+BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
 DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
 FLAGS = frozenset({"is_read", "is_dismissed"})
 LIKE_ESCAPE = "\\"

@@ -25,24 +25,31 @@ MAXLEN = 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
 ZERO = "0-0"
 
-# KEYS: epoch, device-list version, then (stream, last id) per device.
-# ARGV: epoch, maxlen, channel, header prefix, body, version, device ids.
+# KEYS: epoch, device-list version, marker, then (stream, last id) per device.
+# ARGV: epoch, maxlen, channel, header prefix, body, version, marker TTL
+# (seconds; 0 = no marker), device ids.
 # The version check makes a node's cached device list safe: a device created
 # or revoked anywhere bumps the counter first, so a stale list appends nothing.
+# The marker makes a notification's fan-out happen once: it is checked before
+# anything else and set with the appends, atomically, so a second attempt
+# (a retry, the sweeper, another node) appends nothing and answers DONE.
 _FANOUT = """
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH mismatch') end
+local ttl = tonumber(ARGV[7])
+if ttl > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return 'DONE' end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return 'STALE' end
 local parts, ids, n = {}, {}, 0
-for i = 3, #KEYS, 2 do
+for i = 4, #KEYS, 2 do
   n = n + 1
   local prev = redis.call('GET', KEYS[i + 1]) or '0-0'
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', ARGV[5])
   redis.call('SET', KEYS[i + 1], id)
   ids[2 * n - 1] = prev
   ids[2 * n] = id
-  parts[n] = '"' .. ARGV[6 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+  parts[n] = '"' .. ARGV[7 + n] .. '":["' .. prev .. '","' .. id .. '"]'
 end
+if ttl > 0 then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
 if n > 0 then
   redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{' .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
 end
@@ -73,6 +80,10 @@ return saved
 """
 # Devices per script call: bounds how long one call holds Redis.
 SAVE_CHUNK = 1000
+# How long a notification's "fanned out" marker lives. It must outlast the
+# window in which the notification can still be pending in the store (a few
+# seconds, unless every node is down that long); it costs ~100 bytes each.
+MARKER_TTL = 600
 
 
 class EpochMismatch(Exception):
@@ -121,19 +132,24 @@ class Streams:
         return value.decode()
 
     async def append(
-        self, epoch: str, user_id: str, version: int, device_ids: list[str], header_prefix: str, body: bytes
-    ) -> dict[str, tuple[str, str]]:
+        self, epoch: str, user_id: str, version: int, device_ids: list[str], header_prefix: str, body: bytes,
+        once_for: str | None = None,
+    ) -> dict[str, tuple[str, str]] | None:
         """Append ``body`` to each device's stream and wake the user's channel.
 
         ``version`` is the user's device-list version the caller's list was
         read at. Returns device id -> (previous id, new id). Raises
         EpochMismatch if Redis lost its data since this node read the epoch,
         StaleDevices (having appended nothing) if the device list changed.
+        With ``once_for`` (a notification id), only the first successful
+        call appends; any later one returns None and appends nothing.
         """
-        keys = [self._keys.epoch, self._keys.device_version(user_id)]
+        marker = self._keys.fanout(once_for) if once_for else self._keys.epoch
+        keys = [self._keys.epoch, self._keys.device_version(user_id), marker]
         for device_id in device_ids:
             keys += [self._keys.stream(device_id), self._keys.last(device_id)]
-        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, version, *device_ids]
+        ttl = MARKER_TTL if once_for else 0
+        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, version, ttl, *device_ids]
         try:
             ids = await self._fanout(keys, args)
         except ResponseError as exc:
@@ -142,8 +158,18 @@ class Streams:
             raise
         if ids == b"STALE":
             raise StaleDevices()
+        if ids == b"DONE":
+            return None
         pairs = [x.decode() for x in ids]
         return {d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)}
+
+    async def cancel_once(self, notification_id: str) -> bool:
+        """Make every later ``append(..., once_for=notification_id)`` append nothing.
+
+        True if no append for it had happened (now none ever will); False if
+        one already did.
+        """
+        return bool(await self._redis.set(self._keys.fanout(notification_id), "0", nx=True, ex=MARKER_TTL))
 
     async def device_version(self, user_id: str) -> int:
         value = await self._redis.get(self._keys.device_version(user_id))

@@ -14,7 +14,8 @@ from mongomock_motor import AsyncMongoMockClient
 from notisync.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.mongo import MongoStore, make_client
-from store.sqlite import SQLiteStore
+from store.sqlite import SCHEMA, SQLiteStore
+from store.sqlite_rows import encode_time
 
 MONGO_URL = os.environ.get("NOTISYNC_TEST_MONGO_URL")
 MS = dt.timedelta(milliseconds=1)
@@ -67,7 +68,7 @@ def note(user_id: str, **over: Any) -> Record:
     n = {"id": new_id(), "user_id": user_id, "source_device_id": None, "source_key": None,
          "app_name": "Mail", "title": "Hello", "body": "World", "category": "Personal",
          "priority": 0, "is_read": False, "is_dismissed": False, "created_at": now,
-         "updated_at": now, "expires_at": now + dt.timedelta(days=7)}
+         "updated_at": now, "expires_at": now + dt.timedelta(days=7), "pending": False}
     return {**n, **over}
 
 
@@ -284,6 +285,26 @@ async def test_delete_notification_only_own(store: DocumentStore) -> None:
 
 
 # -- notifications: listing ------------------------------------------------------
+async def test_pending_notifications_are_listed_oldest_first_until_cleared(store: DocumentStore) -> None:
+    base = utcnow() - dt.timedelta(minutes=5)
+    old = [note(f"u{i % 2}", pending=True, created_at=base + dt.timedelta(seconds=i)) for i in range(4)]
+    done = note("u0", created_at=base)
+    fresh = note("u1", pending=True)  # younger than the cut-off below
+    for n in [*reversed(old), done, fresh]:
+        await store.create_notification(n)
+    cutoff = utcnow() - dt.timedelta(minutes=1)
+    assert [r["id"] for r in await store.list_pending(cutoff, 10)] == [n["id"] for n in old]
+    assert [r["id"] for r in await store.list_pending(cutoff, 2)] == [n["id"] for n in old[:2]]
+    got = await store.list_pending(cutoff, 1)
+    assert got[0]["pending"] is True and got[0] == old[0]
+    await store.clear_pending([old[0]["id"], old[2]["id"], new_id()])
+    assert [r["id"] for r in await store.list_pending(cutoff, 10)] == [old[1]["id"], old[3]["id"]]
+    assert (await store.get_notification("u0", old[0]["id"]))["pending"] is False
+    await store.clear_pending([])
+    assert [r["id"] for r in await store.list_pending(utcnow() + dt.timedelta(seconds=1), 10)] == [
+        old[1]["id"], old[3]["id"], fresh["id"]]
+
+
 async def test_list_newest_first_ties_broken_by_id(store: DocumentStore) -> None:
     base = utcnow()
     notes = [note("u1", created_at=base + (i % 2) * MS) for i in range(6)]
@@ -395,6 +416,29 @@ async def test_sqlite_data_survives_reopen(tmp_path: Any) -> None:
         assert await second.create_notification(note(user["id"], source_key="k")) == (n, False)
     finally:
         await second.close()
+
+
+async def test_sqlite_file_from_before_pending_gains_the_column(tmp_path: Any) -> None:
+    path = str(tmp_path / "old.sqlite3")
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA.replace("pending INTEGER NOT NULL DEFAULT 0,", ""))
+    conn.execute("INSERT INTO notifications (id, user_id, app_name, title, body, priority, is_read,"
+                 " is_dismissed, created_at) VALUES ('n1', 'u1', 'A', 't', 'b', 0, 0, 0, ?)",
+                 (encode_time(utcnow() - dt.timedelta(hours=1)),))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        got = await store.get_notification("u1", "n1")
+        assert got is not None and got["pending"] is False
+        assert await store.list_pending(utcnow(), 10) == []
+        await store.create_notification(note("u1", pending=True))
+        assert len(await store.list_pending(utcnow() + dt.timedelta(seconds=1), 10)) == 1
+    finally:
+        await store.close()
 
 
 async def test_sqlite_two_stores_on_one_file(tmp_path: Any) -> None:
