@@ -10,7 +10,9 @@ from typing import Any
 import tornado.web
 from tornado.web import HTTPError
 
-from notisync.errors import ApiError, BadRequest, NotFound, TooLarge, Unauthorized, dependency_failure
+from notisync.errors import (
+    ApiError, BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, dependency_failure,
+)
 from notisync.services import Services
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class BaseHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         self._body = bytearray()
         self._too_large = False
+        # Shutdown waits until every request counted in here is answered.
+        self.services.lifecycle.begin()
+        self._counted = True
+        if self.services.lifecycle.draining and self.request.method != "OPTIONS":
+            raise Unavailable("server shutting down; retry", code="shutting_down")
         limit = self.services.settings.max_body_size
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > limit:
@@ -78,6 +85,11 @@ class BaseHandler(tornado.web.RequestHandler):
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing bearer token", code="missing_token")
         return self.services.tokens.verify(token.strip(), "access")
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.services.lifecycle.end()
 
     # -- input ----------------------------------------------------------------
     def json_body(self) -> Any:

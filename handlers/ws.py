@@ -19,7 +19,7 @@ from tornado.websocket import WebSocketClosedError
 from handlers.outbox import Outbox, encode_text_frames, write_through
 from notisync import protocol, schemas
 from notisync.delivery import StreamState
-from notisync.errors import ApiError, NotFound, Unauthorized, dependency_failure
+from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.services import Services
 from notisync.views import notification_view
 
@@ -32,10 +32,6 @@ MAX_PENDING_FRAMES = 5000
 # the rate): a phone posting bursts is fine, a flood is not.
 BURST_FACTOR = 4.0
 ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
-# Sockets registering or unregistering at once. Each step makes several Redis
-# calls; below the Redis pool's size (64), a reconnect storm of thousands of
-# sockets queues here, in order, instead of timing out on the pool.
-SETUP_CONCURRENCY = 32
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -111,16 +107,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.device_id = device_id
         return device
 
-    def _gate(self) -> asyncio.Semaphore:
-        # One per application (per node), created on first use inside its loop.
-        gate = self.settings.get("ws_setup_gate")
-        if gate is None:
-            gate = self.settings["ws_setup_gate"] = asyncio.Semaphore(SETUP_CONCURRENCY)
-        return gate
-
     async def _connect(self, device: dict[str, Any], last_id: str | None) -> None:
         try:
-            async with self._gate():
+            async with self.services.lifecycle.setup_gate:
                 if self._closed:  # gave up while queued: nothing to register or undo
                     return
                 self._subscribed = True
@@ -144,11 +133,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             outbox.drop()  # before cleanup saves the cursor
         setup = getattr(self, "_setup", None)
         if setup is not None:
-            task = asyncio.ensure_future(self._cleanup(setup))
             # Shutdown waits on these before it closes Redis and the store.
-            pending = self.settings.setdefault("ws_cleanups", set())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            self.services.lifecycle.track_cleanup(asyncio.ensure_future(self._cleanup(setup)))
 
     async def _cleanup(self, setup: asyncio.Future[None]) -> None:
         # A socket that drops mid-setup is torn down once setup has finished,
@@ -157,7 +143,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not self._subscribed:
             return  # closed before its setup started
         try:
-            async with self._gate():
+            async with self.services.lifecycle.setup_gate:
                 await self.services.delivery.disconnect(self, self._subscribed)
                 await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # cleanup must not raise into the loop
@@ -222,7 +208,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if self._rate and not self._take_token():
             return
         frame_id: str | None = None
+        lifecycle = self.services.lifecycle
+        lifecycle.begin()
         try:
+            if lifecycle.draining:
+                raise Unavailable("server shutting down; reconnect to another node", code="shutting_down")
             envelope = protocol.loads(message)
             if not isinstance(envelope, dict):
                 raise ApiError("frame must be a JSON object", code="invalid_frame")
@@ -239,6 +229,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 log.exception("websocket frame failed")
                 mapped = ApiError("internal error", code="internal_error", status=500)
             self._send_error(mapped, frame_id)
+        finally:
+            lifecycle.end()
 
     async def _dispatch(self, envelope: dict[str, Any], frame_id: str | None) -> None:
         kind = envelope.get("type")

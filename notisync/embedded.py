@@ -30,6 +30,8 @@ START_TIMEOUT = 10.0  # seconds for a fresh server to answer PING
 LOCK_TIMEOUT = 60.0  # another node may hold the lock through a slow stop()
 EXIT_TIMEOUT = 10.0  # seconds to wait after SHUTDOWN / SIGTERM before escalating
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the NUL
+WATCH_SECONDS = 0.5  # how often the supervisor checks that the server process lives
+RESTART_BACKOFF = (0.2, 10.0)  # first and longest wait between failed restarts
 
 
 class EmbeddedRedis:
@@ -41,6 +43,8 @@ class EmbeddedRedis:
         self.conf_path = os.path.join(self.data_dir, "redis.conf")
         self.lock_path = os.path.join(self.data_dir, "redis.lock")
         self.proc: subprocess.Popen[bytes] | None = None  # set only if we spawned it
+        self.state = "running"  # or "restarting" while the supervisor brings it back
+        self.restarts = 0
 
     @property
     def url(self) -> str:
@@ -61,14 +65,63 @@ class EmbeddedRedis:
         log.info("started embedded redis (pid %s) at %s", self.proc and self.proc.pid, self.socket_path)
         return self.url
 
-    async def stop(self) -> None:
-        """Shut the server down unless another client (another node) still uses it."""
+    async def supervise(self) -> None:
+        """Run until cancelled: restart the server (from its append-only file) whenever it dies.
+
+        Only the process is watched: a server that is merely slow or stopped
+        (SIGSTOP) is left alone; the Redis client's timeouts cover that.
+        Every node on the data dir watches; the lock makes one of them
+        restart it and the others find it answering.
+        """
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            pid = self._server_pid()
+            if pid is not None and self._alive(pid):
+                continue
+            log.warning("embedded redis-server (pid %s) is gone; restarting it from %s", pid,
+                        os.path.join(self.data_dir, "appendonly.aof"))
+            self.state = "restarting"
+            await self._restart()
+            self.restarts += 1
+            self.state = "running"
+            log.warning("embedded redis-server is back (pid %s) after %d restart(s)",
+                        self._server_pid(), self.restarts)
+
+    def _server_pid(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            return self.proc.pid
+        return _read_pid(self.pid_path) or (self.proc.pid if self.proc else None)
+
+    async def _restart(self) -> None:
+        delay, longest = RESTART_BACKOFF
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._locked():
+                    if await _ping(self.socket_path):
+                        return  # another node on this data dir restarted it
+                    await self._clear_leftovers()
+                    await self._spawn()
+                    return
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                log.warning("restarting embedded redis failed (attempt %d): %s; next try in %.1fs",
+                            attempt, str(exc).splitlines()[0] if str(exc) else exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+
+    async def stop(self, ignore_client: str | None = None) -> None:
+        """Shut the server down unless another client (another node) still uses it.
+
+        Connections named ``ignore_client`` are this node's own (a request
+        still running at shutdown may have opened one): they do not count.
+        """
         if not os.path.isdir(self.data_dir):
             return
         async with self._locked():
             # The pidfile names whichever server runs now (ours, or one we reused).
             pid = _read_pid(self.pid_path) or (self.proc.pid if self.proc else None)
-            others = await _other_clients(self.socket_path)
+            others = await _other_clients(self.socket_path, ignore_client)
             if others is None:  # nothing answers; don't leave our own child behind
                 if self.proc is not None and self._alive(self.proc.pid):
                     await self._terminate(self.proc.pid)
@@ -197,12 +250,13 @@ async def _ping(socket_path: str) -> bool:
         await client.aclose()
 
 
-async def _other_clients(socket_path: str) -> int | None:
-    """How many clients besides this check are connected; None if nothing answers."""
+async def _other_clients(socket_path: str, ignore_name: str | None = None) -> int | None:
+    """How many clients besides this check (and those named ``ignore_name``) are connected; None if nothing answers."""
     client = _client(socket_path)
     try:
         my_id = await client.client_id()
-        return sum(1 for c in await client.client_list() if int(c["id"]) != my_id)
+        return sum(1 for c in await client.client_list()
+                   if int(c["id"]) != my_id and (ignore_name is None or c.get("name") != ignore_name))
     except (RedisError, OSError):
         return None
     finally:

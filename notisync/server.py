@@ -5,7 +5,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
@@ -22,6 +22,7 @@ log = logging.getLogger("notisync")
 HARD_BODY_LIMIT = 1024 * 1024
 CLOSE_GRACE = 1.0    # seconds for clients to answer the close frame
 DRAIN_SECONDS = 5.0  # then for every socket's unregistering to finish
+FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 
 
 async def serve(settings: Settings) -> None:
@@ -42,14 +43,30 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    server.stop()
-    await _drain(services, app.settings)
+    server.stop()  # no new connections
+    await _finish_accepted(services)
+    await _drain(services)
     await server.close_all_connections()
     await services.stop()
     log.info("stopped")
 
 
-async def _drain(services: Services, app_settings: dict[str, Any]) -> None:
+async def _finish_accepted(services: Services) -> None:
+    """Let requests and client frames already being handled finish; refuse new ones (503).
+
+    A post that was accepted is answered, and its fan-out done, before any
+    socket closes or Redis goes away; a post that arrives now is refused,
+    so its client retries elsewhere.
+    """
+    lifecycle = services.lifecycle
+    lifecycle.draining = True
+    await _until(lambda: lifecycle.idle, FINISH_SECONDS)
+    if not lifecycle.idle:
+        log.warning("%d requests still running after %.0fs; shutting down under them",
+                    lifecycle.in_flight, FINISH_SECONDS)
+
+
+async def _drain(services: Services) -> None:
     """Close every socket and let it unregister (presence, cursors) before Redis goes away.
 
     Clients get CLOSE_GRACE seconds to answer the close; the rest are
@@ -57,7 +74,7 @@ async def _drain(services: Services, app_settings: dict[str, Any]) -> None:
     past the node (it would otherwise linger until the TTL expired).
     """
     hub = services.hub
-    cleanups: set[asyncio.Task[None]] = app_settings.setdefault("ws_cleanups", set())
+    cleanups = services.lifecycle.socket_cleanups
     for conn in list(hub.all()):
         conn.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
     await _until(lambda: not hub.count, CLOSE_GRACE)

@@ -17,6 +17,7 @@ from notisync.devices import DeviceService
 from notisync.embedded import EmbeddedRedis
 from notisync.errors import Unavailable
 from notisync.hub import Hub
+from notisync.lifecycle import Lifecycle
 from notisync.pending import PendingClears
 from notisync.recipients import Recipients
 from notisync.sync import NotificationService
@@ -44,11 +45,14 @@ def make_store(settings: Settings) -> DocumentStore:
     return SQLiteStore(os.path.join(settings.data_dir, "notisync.sqlite3"))
 
 
-def make_redis(url: str) -> Redis:
+def make_redis(url: str, client_name: str) -> Redis:
     # A blocking pool waits for a free connection under load instead of
-    # failing the request the moment the pool is exhausted.
+    # failing the request the moment the pool is exhausted. The name lets
+    # the embedded server's shutdown tell this node's connections from
+    # other nodes' (CLIENT LIST).
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=5
+        url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=5,
+        client_name=client_name,
     )
     return Redis(connection_pool=pool)
 
@@ -60,6 +64,8 @@ class Services:
         self.store = make_store(settings)
         self.hub = Hub()
         self.keys = Keys(settings.key_prefix)
+        self.lifecycle = Lifecycle()
+        self.client_name = f"notisync-{settings.node_id}"
         self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -73,13 +79,14 @@ class Services:
             redis_url = await self.embedded.start()
         self.redis_url = redis_url
         await self.store.open()
-        self.redis = make_redis(redis_url)
+        self.redis = make_redis(redis_url, self.client_name)
         self.streams = Streams(self.redis, self.keys)
         self.presence = Presence(self.redis, self.keys, s.presence_ttl)
         self.recipients = Recipients(self.store, self.streams)
         self.delivery = Delivery(self.hub, self.streams, self.presence, s.node_id, self.recipients)
         await self.delivery.start()
-        self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self._redis_back)
+        self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self._redis_back,
+                       client_name=self.client_name)
         self.delivery.bus = self.bus
         await self.bus.start()
         self.accounts = AccountService(self.store, self.tokens, self.redis, self.keys)
@@ -89,6 +96,7 @@ class Services:
             self.store, self.streams, self.delivery, self.devices, self.recipients, self.pending
         )
         self._loops = [
+            *([asyncio.create_task(self.embedded.supervise())] if self.embedded else []),
             # Whatever a node that died (or this one, before a restart) left
             # stored but not fanned out goes out now, not after the grace.
             asyncio.create_task(self._once(self._sweep_all)),
@@ -125,7 +133,7 @@ class Services:
         await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
         if self.embedded is not None:
-            await self.embedded.stop()
+            await self.embedded.stop(ignore_client=self.client_name)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         store_ok = redis_ok = True
@@ -145,8 +153,15 @@ class Services:
             "status": "ok" if ok else "degraded",
             "websocket": {"status": "running", "connections": self.hub.count},
             "store": {"status": "ok" if store_ok else "down", "backend": self.store.backend},
-            "redis": {"status": "ok" if redis_ok else "down", "embedded": self.embedded is not None},
+            "redis": self._redis_health(redis_ok),
         }
+
+    def _redis_health(self, ok: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "ok" if ok else "down", "embedded": self.embedded is not None}
+        if self.embedded is not None:
+            # "restarting": the supervisor is bringing the embedded server back.
+            out.update(server=self.embedded.state, restarts=self.embedded.restarts)
+        return out
 
     async def _every(self, seconds: float, job: Any) -> None:
         while True:

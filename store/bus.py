@@ -47,9 +47,11 @@ class Bus:
         node_id: str,
         on_message: MessageHandler,
         on_reconnect: ReconnectHandler,
+        client_name: str | None = None,
     ) -> None:
         # No read timeout on this connection: it idles until something is published.
-        self._pool = ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+        self._pool = ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5,
+                                             client_name=client_name)
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
@@ -203,6 +205,8 @@ class Bus:
 
     async def _reconnect_with_backoff(self) -> None:
         delay = 0.05
+        loop = asyncio.get_running_loop()
+        next_warning = loop.time()
         while not self._stopping:
             try:
                 await self._connect()
@@ -214,7 +218,9 @@ class Bus:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ConnectionError) as exc:
-                log.debug("pub/sub reconnect failed: %s", exc)
+                if loop.time() >= next_warning:  # at once, then every 10 s while it lasts
+                    log.warning("pub/sub reconnect failed, retrying: %s", exc)
+                    next_warning = loop.time() + 10.0
                 await self._disconnect()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -166,7 +166,9 @@ async def call(node: Node, method: str, path: str, body: Any = None, token: str 
                       allow_nonstandard_methods=True, request_timeout=30)
     try:
         resp = await AsyncHTTPClient().fetch(req, raise_error=False)
-    except HTTPClientError as exc:  # pragma: no cover - raise_error=False
+    except HTTPClientError as exc:  # a connection closed or refused: no HTTP answer at all
+        if exc.response is None:
+            raise ConnectionError(f"{method} {path}: {exc}") from exc
         resp = exc.response
     text = resp.body.decode() if resp.body else ""
     try:

@@ -240,3 +240,99 @@ async def test_client_that_acknowledges_resumes_exactly_after_its_ack(nodes: lis
     await again.expect_silence(0.8)
     again.close()
     assert replay == posted[3:]
+
+
+# -- 4. the embedded redis-server is killed ---------------------------------------------------------
+
+async def test_killed_embedded_redis_is_restarted_and_nothing_accepted_is_lost(nodes: list[Node]) -> None:
+    node = Node().start()
+    nodes.append(node)
+    user = await new_user(node)
+    phone, laptop, tablet = await user.device("mobile"), await user.device("desktop"), await user.device("web")
+    ws = await ws_connect(node, user.token, laptop)
+    before = (await post(user, phone, "before the kill")).body
+    assert (await ws.recv_type("new_notification"))["data"]["id"] == before["id"]
+    old_pid = redis_pid(node)
+
+    os.kill(old_pid, signal.SIGKILL)  # the tablet's copy may not be on disk yet: the kill comes at once
+    deadline = time.monotonic() + 20
+    while True:
+        r = await call(node, "GET", "/health")
+        if r.status == 200 and redis_pid(node) != old_pid:
+            break
+        assert time.monotonic() < deadline, f"redis never came back: {r.status} {r.body}\n{node.log()}"
+        await asyncio.sleep(0.1)
+    assert r.body["redis"] == {"status": "ok", "embedded": True, "server": "running", "restarts": 1}
+    assert "embedded redis-server (pid %d) is gone" % old_pid in node.log()
+
+    # Service resumes with no one touching the node: the open socket goes on live...
+    after = (await post(user, phone, "after the restart", key="k-after")).body
+    seen = await collect(ws, {after["id"]})
+    assert before["id"] not in seen or len(seen[before["id"]]) == 1
+    ws.close()
+    # ...and the tablet, offline throughout, gets both, once each.
+    tab = await ws_connect(node, user.token, tablet, last_id="0")
+    got = await collect(tab, {before["id"], after["id"]})
+    await drain_quietly(tab, got)
+    tab.close()
+    assert {k: len(v) for k, v in got.items()} == {before["id"]: 1, after["id"]: 1}
+
+
+# -- 5. SIGTERM while posts are in flight --------------------------------------------------------------
+
+def redis_servers_for(data_dir: str) -> list[int]:
+    sock = os.path.join(data_dir, "redis.sock").encode()
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{p}/stat", encoding="ascii", errors="replace") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if b"redis-server" in cmd and sock in cmd and not zombie:
+            out.append(int(p))
+    return out
+
+
+async def keep_posting(user: User, phone: str, tag: str, accepted: list[str], stop: asyncio.Event) -> None:
+    """A phone posting as fast as it is answered; an answer of 201/200 is an acceptance."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            r = await post(user, phone, f"{tag}-{i}", key=f"{tag}-{i}")
+        except OSError:
+            return  # the listener is gone
+        if r.status in (200, 201):
+            accepted.append(r.body["id"])
+        elif r.status != 503 and r.status != 599:
+            raise AssertionError(f"unexpected answer {r.status} {r.body}")
+
+
+@pytest.mark.parametrize("round_", range(3))  # the race is narrow: try it a few times
+async def test_sigterm_under_concurrent_posts_finishes_what_it_accepted(nodes: list[Node], round_: int) -> None:
+    node = Node().start()
+    nodes.append(node)
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    stop = asyncio.Event()
+    accepted: list[str] = []
+    posters = [asyncio.ensure_future(keep_posting(user, phone, f"p{k}", accepted, stop)) for k in range(8)]
+    while len(accepted) < 40 + 20 * round_:
+        await asyncio.sleep(0.01)
+    code = await asyncio.to_thread(node.stop)
+    stop.set()
+    await asyncio.gather(*posters)
+    assert code == 0, node.log()
+    assert redis_servers_for(node.data_dir) == [], "the embedded redis-server outlived the node"
+    assert "Traceback" not in node.log()
+
+    node.start()
+    ws = await ws_connect(node, user.token, laptop, last_id="0")
+    got = await collect(ws, set(accepted), timeout=30)
+    await drain_quietly(ws, got, seconds=1.0)
+    ws.close()
+    assert all(len(v) == 1 for v in got.values()), "delivered twice"
+    assert set(accepted) <= set(got)
