@@ -71,12 +71,14 @@ class Outbox:
     """Frames queued for one socket during this loop turn."""
 
     # One per socket: slots keep 10,000 idle sockets' outboxes small.
-    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken")
+    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken", "_flushed")
 
-    def __init__(self, write: Write, state: StreamState, limit: int) -> None:
+    def __init__(self, write: Write, state: StreamState, limit: int,
+                 flushed: Callable[[], None] | None = None) -> None:
         self._write = write
         self._state = state
         self._limit = limit
+        self._flushed = flushed  # called after frames were handed to the stream
         self._frames: list[bytes] = []
         self.in_flight = 0  # frames handed to the stream, not yet in the kernel
         self.broken = False  # the stream refused a write: the socket is going
@@ -118,6 +120,8 @@ class Outbox:
         if written is not None and not written.done():
             self.in_flight += len(frames)
             written.add_done_callback(functools.partial(self._written, len(frames)))
+        if self._flushed is not None:
+            self._flushed()
 
     def _written(self, count: int, future: asyncio.Future[None]) -> None:
         self.in_flight -= count

@@ -67,7 +67,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     async def open(self) -> None:
         self.conn_id = uuid.uuid4().hex[:12]
         self.sync = StreamState()
-        self._outbox = Outbox(self._write_frames, self.sync, MAX_PENDING_FRAMES)
+        self._outbox = Outbox(self._write_frames, self.sync, MAX_PENDING_FRAMES, self._flushed)
         self._closed = False
         self._subscribed = False
         self._rate = float(self.settings.get("ws_rate_limit", 50.0))
@@ -173,6 +173,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         except WebSocketClosedError:
             return False
         return True
+
+    def _flushed(self) -> None:
+        # Right behind the frames just written: confirms them once the client reads that far.
+        self.services.delivery.probe(self, self.sync)
 
     def on_pong(self, data: bytes) -> None:
         if hasattr(self, "sync"):

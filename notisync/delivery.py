@@ -41,6 +41,7 @@ from store.streams import ZERO, Streams, is_stream_id, parse_id
 log = logging.getLogger(__name__)
 
 BATCH = 500
+PROBE_INTERVAL = 1.0  # seconds: at most one position probe per socket per interval
 
 
 @dataclass(slots=True)  # one per socket
@@ -56,6 +57,7 @@ class StreamState:
     confirmed: str = ZERO
     probe_at: str | None = None  # position of the probe awaiting its pong
     probe_token: bytes = b""
+    probed: float = 0.0  # loop time the last probe was sent
     acking: bool = False  # the client sends stream_ack: pongs no longer count
     # Cursor from before frames still queued in the socket's outbox (not yet
     # handed to its stream); None when nothing waits. See handlers/outbox.py.
@@ -269,7 +271,7 @@ class Delivery:
         cursors: dict[str, str] = {}
         for conn in self.hub.all():
             state: StreamState = conn.sync  # type: ignore[attr-defined]
-            self._probe(conn, state)
+            self.probe(conn, state)
             if state.confirmed != state.saved:
                 best = cursors.get(conn.device_id, ZERO)
                 cursors[conn.device_id] = max(best, state.confirmed, key=parse_id)
@@ -277,19 +279,25 @@ class Delivery:
         await self.streams.save_cursors(self.epoch, cursors)
 
     # -- what the client holds ----------------------------------------------------
-    def _probe(self, conn: Connection, state: StreamState) -> None:
+    def probe(self, conn: Connection, state: StreamState) -> None:
         """Ping the socket behind the frames written so far, if they moved past what is confirmed.
 
         A WebSocket client answers pings in order as it reads, so the pong
-        proves it read every frame before the ping. One probe at a time per
-        socket; frames still queued in the outbox go out after the ping, so
-        they do not count.
+        proves it read every frame before the ping. Called after each write
+        and each saving round: one probe in flight per socket, at most one a
+        second, so a socket that gets a frame now and then has each one
+        confirmed at once, and a busy one costs one ping a second. Frames
+        still queued in the outbox go out after the ping, so they do not count.
         """
         if state.acking or state.probe_at is not None:
             return
         position = state.cursor if state.unsent is None else state.unsent
         if position == state.confirmed:
             return
+        now = asyncio.get_running_loop().time()
+        if now - state.probed < PROBE_INTERVAL:
+            return  # the saving round after the interval sends it
+        state.probed = now
         self._probes += 1
         token = b"p%d" % self._probes
         if conn.probe(token):

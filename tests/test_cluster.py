@@ -196,7 +196,12 @@ async def test_a_node_that_stops_marks_all_its_sockets_offline_on_the_others(red
         phones = [await user.device("mobile") for _ in range(40)]
         for phone in phones:
             await ws_connect(a, user.token, phone)
-        listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+        # The upgrade answers before the socket is registered: wait until all 40 are.
+        for _ in range(100):
+            listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
+            if all(listed[p] == "online" for p in phones):
+                break
+            await asyncio.sleep(0.05)
         assert all(listed[p] == "online" for p in phones)
         assert a.stop() == 0, a.log()
         listed = {d["id"]: d["status"] for d in (await call(b, "GET", "/api/v1/devices", token=user.token)).body["devices"]}
