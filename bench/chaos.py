@@ -23,8 +23,9 @@ to 127.0.0.1 only.
   close after 0.5-5 s and reconnect after 0-0.5 s, or with backoff to a
   random node after a failure. ``--bare-reconnects F`` makes that share of
   reconnects omit ``last_id`` (the server's saved position decides).
-- Faults (chaos_lib.py): one node SIGKILL per equal time slot (random
-  point, random node, never while the other is down), restarted on its port
+- Faults (chaos_lib.py): each at a random point of an equal share of the
+  load time still left (so slow restarts do not push faults past the load),
+  a random node, never while the other is down, restarted on its port
   0.5-1 s later; ``--redis-kills`` SIGKILLs the redis named by
   <data-dir>/redis.pid and leaves it to the nodes to bring it back.
 - Afterwards: faults stop with every node serving, retries drain, churn
@@ -48,9 +49,9 @@ dir) is stopped on exit, Ctrl-C and SIGTERM included; logs stay in
 
 Why so: aiohttp for HTTP and WebSocket (one pooled session, per-request total
 timeouts, a close with a timeout); one asyncio process (uvloop if present)
-whose CPU share is printed, so a saturated generator shows. The fault
-schedule has its own Random(seed): the same kills for a seed whatever the
-timing. Accounting by listing is exact and cheap (60 pages for 12,000).
+whose CPU share is printed, so a saturated generator shows. The faults
+have their own Random(seed): the same kinds and nodes for a seed, whatever
+the timing. Accounting by listing is exact and cheap (60 pages for 12,000).
 """
 from __future__ import annotations
 
