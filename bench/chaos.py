@@ -23,10 +23,10 @@ to 127.0.0.1 only.
   close after 0.5-5 s and reconnect after 0-0.5 s, or with backoff to a
   random node after a failure. ``--bare-reconnects F`` makes that share of
   reconnects omit ``last_id`` (the server's saved position decides).
-- Faults (chaos_lib.py): each at a random point of an equal share of the
-  load time still left (so slow restarts do not push faults past the load),
-  a random node, never while the other is down, restarted on its port
-  0.5-1 s later; ``--redis-kills`` SIGKILLs the redis named by
+- Faults (chaos_lib.py): each after a random share of the load time left
+  once the kill-restart cycles still to come are set aside (so slow
+  restarts do not push faults past the load), on a random node, never
+  while the other is down, restarted on its port 0.5-1 s later; ``--redis-kills`` SIGKILLs the redis named by
   <data-dir>/redis.pid and leaves it to the nodes to bring it back.
 - Afterwards: faults stop with every node serving, retries drain, churn
   stops, and each receiver reconnects with ``last_id`` and reads until 2 s

@@ -302,11 +302,14 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
                 return
             await asyncio.sleep(0.2)
 
+    cycles: list[float] = []  # seconds from a node kill to that node serving again
     for i, kind in enumerate(kinds):
-        # The next fault at a random point of an equal share of the time left: restarts that take
-        # longer than planned (a busy machine) shorten the gaps instead of pushing faults past the load.
-        now = max(loop.time(), start)
-        await watch(now + rng.uniform(0.2, 1.0) * max(end - now, 0.0) / (len(kinds) - i))
+        # Wait a random share (mean: an equal share) of the time left once the kill-restart cycles still
+        # to come are set aside, so that slow restarts (a busy machine) shorten the gaps rather than
+        # push faults past the load.
+        now, cycle = max(loop.time(), start), sum(cycles) / len(cycles) if cycles else 2.0
+        spare = end - now - cycle * kinds[i:].count("node")
+        await watch(now + rng.uniform(0.0, 2.0) * max(spare, 0.0) / (len(kinds) - i))
         while not load_done.is_set() and not all(n.up for n in cluster.nodes):
             await asyncio.sleep(0.05)  # a restart is still under way
         if load_done.is_set():
@@ -327,7 +330,7 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
             say(f"[{at:6.1f}s] SIGKILL embedded redis (pid {pid})")
             watchers.append(asyncio.ensure_future(redis_back(pid, loop.time())))
             continue
-        node = rng.choice(cluster.nodes)
+        node, killed_at = rng.choice(cluster.nodes), loop.time()
         node.sigkill()
         out["node_kills"] += 1
         await asyncio.sleep(rng.uniform(0.5, 1.0))
@@ -338,6 +341,7 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
             say(f"[{at:6.1f}s] node {node.index} did not come back; faults stop: {exc}")
             break
         out["restart_s"].append(round(took, 2))
+        cycles.append(loop.time() - killed_at)
         out["log"].append([at, f"node{node.index}", f"SIGKILL, back after {took:.2f}s"])
         say(f"[{at:6.1f}s] SIGKILL node {node.index} (port {node.port}); answering again {took:.2f}s after restart")
     await watch(t0 + duration + 3600)  # returns when the load ends
