@@ -120,7 +120,7 @@ class Node:
         self.port = free_port()
         self.log_path = os.path.join(log_dir, f"node{index}-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.starts, self.started_at = 0, 0.0
         self.up = False
 
     @property
@@ -128,7 +128,7 @@ class Node:
         return f"http://{HOST}:{self.port}"
 
     def spawn(self) -> None:
-        self.starts += 1
+        self.starts, self.started_at = self.starts + 1, time.monotonic()  # the event loop's clock too
         args = [self.python, "run.py", "--port", str(self.port), "--data-dir", self.data_dir,
                 "--log-level", "INFO", *self.extra]
         with open(self.log_path, "ab") as log:
@@ -201,6 +201,14 @@ class Cluster:
             self.redis_pids.add(pid)  # every redis we ever saw is ours to reap at the end
             return pid
         return None
+
+    def parent_node(self, pid: int) -> Node | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return next((n for n in self.nodes if n.proc is not None and n.proc.pid == ppid), None)
 
     async def spawn(self, node: Node) -> None:
         if self.track_versions:  # a tree being edited meanwhile runs different code in each start
@@ -298,7 +306,13 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
             pid = cluster.redis_pid()
             if pid is not None and pid != killed:
                 out["redis_back_s"].append(round(loop.time() - at, 2))
-                say(f"[{loop.time() - t0:6.1f}s] embedded redis back (pid {pid}), {loop.time() - at:.2f}s after its kill")
+                parent = cluster.parent_node(pid)  # a node already running when redis died supervises it
+                how = ("by an unknown process" if parent is None else
+                       f"by node {parent.index}, already running (supervised)" if parent.started_at < at else
+                       f"by node {parent.index} starting up")
+                out["log"].append([round(loop.time() - t0, 2), "redis", f"back, pid {pid}, started {how}"])
+                say(f"[{loop.time() - t0:6.1f}s] embedded redis back (pid {pid}) {loop.time() - at:.2f}s after "
+                    f"its kill, started {how}")
                 return
             await asyncio.sleep(0.2)
 
@@ -308,10 +322,14 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
         # to come are set aside, so that slow restarts (a busy machine) shorten the gaps rather than
         # push faults past the load.
         now, cycle = max(loop.time(), start), sum(cycles) / len(cycles) if cycles else 2.0
-        spare = end - now - cycle * kinds[i:].count("node")
+        spare = end - now - cycle * (len(kinds) - i)
         await watch(now + rng.uniform(0.0, 2.0) * max(spare, 0.0) / (len(kinds) - i))
-        while not load_done.is_set() and not all(n.up for n in cluster.nodes):
-            await asyncio.sleep(0.05)  # a restart is still under way
+        if kind == "redis" and cluster.redis_pid() is None and "node" in kinds[i + 1:]:
+            j = kinds.index("node", i + 1)  # redis still down from the last kill: kill a node first
+            kinds[i], kinds[j], kind = "node", "redis", "node"
+        while not load_done.is_set() and not (all(n.up for n in cluster.nodes)
+                                              and (kind == "node" or cluster.redis_pid() is not None)):
+            await asyncio.sleep(0.05)  # a restart is still under way, or the redis is not back yet
         if load_done.is_set():
             out["skipped"] += 1
             continue
@@ -333,6 +351,7 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
         node, killed_at = rng.choice(cluster.nodes), loop.time()
         node.sigkill()
         out["node_kills"] += 1
+        say(f"[{at:6.1f}s] SIGKILL node {node.index} (port {node.port})")
         await asyncio.sleep(rng.uniform(0.5, 1.0))
         try:
             took = await cluster.restart(node, session)
@@ -343,7 +362,7 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
         out["restart_s"].append(round(took, 2))
         cycles.append(loop.time() - killed_at)
         out["log"].append([at, f"node{node.index}", f"SIGKILL, back after {took:.2f}s"])
-        say(f"[{at:6.1f}s] SIGKILL node {node.index} (port {node.port}); answering again {took:.2f}s after restart")
+        say(f"[{loop.time() - t0:6.1f}s] node {node.index} answering again, {took:.2f}s after its restart")
     await watch(t0 + duration + 3600)  # returns when the load ends
     for node in cluster.nodes:  # the settle needs every node serving
         if not node.up and out["failed"] is None:
@@ -396,7 +415,8 @@ def print_report(res: dict[str, Any]) -> None:
     g = c.get
     rows = [
         ("server", f"{res['server']['dir']} @ {res['server']['commit']}"
-                   + (f" + {res['server']['changed_files']} changed file(s)" if res["server"]["changed_files"] else "")
+                   + (f" + {res['server']['changed_files']} changed file(s) [{res['server']['fingerprint']}]"
+                      if res["server"]["changed_files"] else "")
                    + (", snapshot taken at the start" if res["args"]["snapshot"] else
                       " (CHANGED DURING THE RUN)" if res["server"].get("changed_during_run") else "")),
         ("  tree versions seen at node starts", " ".join(f"{fp}x{n}" for fp, n in res["server"]["versions"].items())
