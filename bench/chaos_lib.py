@@ -345,6 +345,9 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
                 continue
             out["redis_kills"] += 1
             out["log"].append([at, "redis", f"SIGKILL pid {pid}"])
+            gone = loop.time() + 2.0
+            while pid_is_redis_of(pid, cluster.data_dir) and loop.time() < gone:
+                await asyncio.sleep(0.01)  # until it is gone, so the next fault cannot pick the same pid
             say(f"[{at:6.1f}s] SIGKILL embedded redis (pid {pid})")
             watchers.append(asyncio.ensure_future(redis_back(pid, loop.time())))
             continue
