@@ -26,8 +26,11 @@ to 127.0.0.1 only.
 - Faults (chaos_lib.py): each after a random share of the load time left
   once the kill-restart cycles still to come are set aside (so slow
   restarts do not push faults past the load), on a random node, never
-  while the other is down, restarted on its port 0.5-1 s later; ``--redis-kills`` SIGKILLs the redis named by
-  <data-dir>/redis.pid and leaves it to the nodes to bring it back.
+  while the other is down, restarted on its port 0.5-1 s later.
+  ``--redis-kills`` SIGKILLs the redis named by <data-dir>/redis.pid
+  (never while it is down: a node kill goes first then) and leaves it to
+  the nodes to bring it back; the run says which node did, and whether it
+  was already running (supervision) or starting up.
 - Afterwards: faults stop with every node serving, retries drain, churn
   stops, and each receiver reconnects with ``last_id`` and reads until 2 s
   pass without a stream frame (at most 30 s).
