@@ -8,8 +8,8 @@ Two nodes (``python run.py --port P --data-dir D``, cwd = --server-dir, so any
 checkout can be measured) share one data dir: one SQLite file, one embedded
 redis. Every restart loads the tree as it is then: the fingerprint of its
 edits is taken at each start and a mix is flagged; ``--snapshot`` runs a
-copy taken at the start instead, for a tree someone is editing. N users x 4 devices; device 0 is the phone, 1..3 receive. Traffic goes
-to 127.0.0.1 only.
+copy taken at the start instead, for a tree someone is editing. N users x 4
+devices; device 0 is the phone, 1..3 receive. Traffic goes to 127.0.0.1 only.
 
 - Phones post over REST at an aggregate open-loop rate (post i is due at
   i/rate, round-robin over users), each with a unique ``source_key`` (also

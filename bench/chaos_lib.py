@@ -1,5 +1,6 @@
-"""Processes for bench/chaos.py: nodes on one shared data dir, their embedded
-redis, the fault schedule, and a scan of the logs afterwards.
+"""Plumbing for bench/chaos.py: HTTP calls with retries, which server code
+runs, the nodes on one shared data dir and their embedded redis, the fault
+schedule, the log scan and the printed table.
 
 Nothing here imports the server: a node is ``python run.py --port P
 --data-dir D`` started with cwd = the server checkout under test, so the
@@ -422,8 +423,8 @@ def print_report(res: dict[str, Any]) -> None:
                       if res["server"]["changed_files"] else "")
                    + (", snapshot taken at the start" if res["args"]["snapshot"] else
                       " (CHANGED DURING THE RUN)" if res["server"].get("changed_during_run") else "")),
-        ("  tree versions seen at node starts", " ".join(f"{fp}x{n}" for fp, n in res["server"]["versions"].items())
-                                                or "-"),
+        ("  tree fingerprint at node starts", ("MIXED: " if len(res["server"]["versions"]) > 1 else "")
+         + (", ".join(f"{fp} at {n}" for fp, n in res["server"]["versions"].items()) or "- (snapshot)")),
         ("posts attempted", load["attempted"]),
         ("accepted (201 / 200)", f"{load['accepted']} ({load['status'].get('201', 0)} / {load['status'].get('200', 0)})"),
         ("  accepted after a failed attempt", load["accepted_after_failure"]),
