@@ -1,6 +1,6 @@
-"""Plumbing for bench/chaos.py: HTTP calls with retries, which server code
-runs, the nodes on one shared data dir and their embedded redis, the fault
-schedule, the log scan and the printed table.
+"""Processes and faults for bench/chaos.py: which server code runs, the nodes
+on one shared data dir and their embedded redis, and the fault schedule
+(node and redis SIGKILLs during the load).
 
 Nothing here imports the server: a node is ``python run.py --port P
 --data-dir D`` started with cwd = the server checkout under test, so the
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -25,9 +23,7 @@ from typing import Any
 
 import aiohttp
 
-HOST = "127.0.0.1"
-ATTEMPT_TIMEOUT = 8.0  # s per HTTP attempt (the node's own Redis timeout is 5 s)
-TRANSPORT = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+HOST = "127.0.0.1"  # where the nodes listen, and so where all traffic goes
 START_TIMEOUT = 30.0   # s for a (re)started node to answer /health
 STOP_TIMEOUT = 20.0    # s after SIGTERM before SIGKILL at the end
 START_TRIES = 3        # a node that fails to come back this often stops the fault schedule
@@ -37,45 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-# -- HTTP ---------------------------------------------------------------------------------
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, ports: list[int]) -> None:
-        self.session, self.ports = session, ports
-
-    async def call(self, method: str, node: int, path: str, body: Any = None, token: str | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-        """One attempt on node (index, modulo the node count); transport errors propagate."""
-        hdrs = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
-        url = f"http://{HOST}:{self.ports[node % len(self.ports)]}{path}"
-        async with self.session.request(method, url, json=body, headers=hdrs,
-                                        timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT)) as r:
-            raw = await r.read()
-        try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            data = raw[:200].decode(errors="replace")
-        return r.status, data, r.headers
-
-    async def must(self, method: str, path: str, body: Any = None, token: str | None = None,
-                   ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
-        """Set-up and checking calls: retried through transport errors and 5xx, alternating nodes."""
-        last: Any = None
-        for attempt in range(30):
-            try:
-                status, data, _ = await self.call(method, attempt, path, body, token)
-            except TRANSPORT as exc:
-                status, data = 0, repr(exc)
-            if status in ok:
-                return status, data
-            if status == 429 and path.startswith("/api/v1/auth/"):
-                raise RuntimeError(f"{path}: 429 {data}; pass e.g. --server-arg=--register-rate=0")
-            if 0 < status < 500:
-                raise RuntimeError(f"{method} {path}: {status} {data}")
-            last = f"{status} {data}"
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{method} {path}: gave up, last {last}")
 
 
 def checkout(server_dir: str) -> dict[str, Any]:
@@ -380,88 +337,3 @@ async def run_faults(cluster: Cluster, session: aiohttp.ClientSession, rng: rand
             w.cancel()
     out["redis_not_back"] = out["redis_kills"] - len(out["redis_back_s"])
     return out
-
-
-# -- logs -------------------------------------------------------------------------------
-_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+ ")
-_NOISE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+(?:\.\d+)?")
-
-
-def scan_logs(paths: list[str], limit: int = 6) -> dict[str, Any]:
-    """ERROR / Traceback / WARNING lines of each log, grouped by message shape (numbers and ids masked)."""
-    report: dict[str, Any] = {}
-    for path in paths:
-        counts: Counter[str] = Counter()
-        shapes: Counter[str] = Counter()
-        example: dict[str, str] = {}
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            kind = ("traceback" if line.startswith("Traceback") else "error" if " ERROR " in line
-                    or " CRITICAL " in line else "warning" if " WARNING " in line else None)
-            if kind is None:
-                continue
-            counts[kind] += 1
-            shape = kind + ": " + _NOISE.sub("#", _STAMP.sub("", line))[:160]
-            shapes[shape] += 1
-            example.setdefault(shape, line[:300])
-        report[os.path.basename(path)] = {
-            **{k: counts[k] for k in ("error", "traceback", "warning")},
-            "top": [[n, example[s]] for s, n in shapes.most_common(limit)]}
-    return report
-
-
-def print_report(res: dict[str, Any]) -> None:
-    c, load, faults, rcv = res["accounting"]["counts"], res["load"], res["faults"], res["receivers"]
-    g = c.get
-    rows = [
-        ("server", f"{res['server']['dir']} @ {res['server']['commit']}"
-                   + (f" + {res['server']['changed_files']} changed file(s) [{res['server']['fingerprint']}]"
-                      if res["server"]["changed_files"] else "")
-                   + (", snapshot taken at the start" if res["args"]["snapshot"] else
-                      " (CHANGED DURING THE RUN)" if res["server"].get("changed_during_run") else "")),
-        ("  tree fingerprint at node starts", ("MIXED: " if len(res["server"]["versions"]) > 1 else "")
-         + (", ".join(f"{fp} at {n}" for fp, n in res["server"]["versions"].items()) or "- (snapshot)")),
-        ("posts attempted", load["attempted"]),
-        ("accepted (201 / 200)", f"{load['accepted']} ({load['status'].get('201', 0)} / {load['status'].get('200', 0)})"),
-        ("  accepted after a failed attempt", load["accepted_after_failure"]),
-        ("unacked (gave up) / rejected (4xx)", f"{load['unacked']} / {load['rejected']}"),
-        ("node kills done / planned", f"{faults['node_kills']} / {res['args']['kills']}"),
-        ("nodes that exited by themselves", len(faults["crashes"])),
-        ("redis kills done / planned", f"{faults['redis_kills']} / {res['args']['redis_kills']}"
-                                       + (f", not back: {faults['redis_not_back']}" if faults["redis_kills"] else "")),
-        ("deliveries expected / received", f"{g('expected', 0)} / {g('received', 0)}"),
-        ("LOST deliveries (notifications)", f"{g('lost', 0)} ({g('lost_notifications', 0)})"),
-        ("DUPLICATED (same id / same source_key)",
-         f"{g('duplicated', 0)} ({g('dup_same_id', 0)} / {g('dup_same_source_key', 0)})"),
-        ("OUT OF ORDER", g("out_of_order", 0)),
-        ("PHANTOM deliveries", g("phantom", 0)),
-        ("sync_required: devices / frames", f"{g('devices_told_sync_required', 0)} / {g('sync_required_frames', 0)}"),
-        ("  missed, but told sync_required", g("missed_told_sync_required", 0)),
-        ("accepted but not stored", g("accepted_not_stored", 0)),
-        ("2nd notification for a source_key (server)", g("source_key_twice_on_server", 0)),
-        ("received, not accepted by the phone", g("unexpected_received", 0)),
-        ("repeated envelope ids dropped", g("repeats_dropped", 0)),
-        ("socket connects / failed connects", f"{rcv['connects']} / {rcv['failed']}"),
-        ("settle reached quiet", f"{rcv['settled']} / {rcv['devices']}"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print("\n" + "=" * (width + 24))
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    print("=" * (width + 24))
-    for d in res["accounting"]["lost"][:10]:
-        print(f"lost {d['id']} posted +{d['posted_at_s']}s, attempts {d['attempts']}, stored={d['stored']}, "
-              f"missing on {len(d['devices_missing'])} device(s); nearest node kill +{d['nearest_node_kill_s']}s")
-    print(f"generator: {load['generator_cpu_pct']}% of a core, max schedule lag {load['generator_max_lag_s']}s; "
-          f"wall {res['wall_s']}s\nverdict: {res['verdict']}")
-
-
-def print_logs(logs: dict[str, Any], say: Any) -> None:
-    for name, info in logs.items():
-        say(f"{name}: {info['error']} ERROR, {info['traceback']} Traceback, {info['warning']} WARNING lines")
-        for n, line in info["top"]:
-            print(f"         {n:5d} x {line}")
