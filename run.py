@@ -2,7 +2,7 @@
 """Run one NotiSync node: ``python run.py --help`` lists every flag."""
 import sys
 
-from notisync.server import main
+from notisync.runtime.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

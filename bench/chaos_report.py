@@ -160,7 +160,7 @@ def print_report(res: dict[str, Any]) -> None:
         ("accepted but not stored", g("accepted_not_stored", 0)),
         ("2nd notification for a source_key (server)", g("source_key_twice_on_server", 0)),
         ("received, not accepted by the phone", g("unexpected_received", 0)),
-        ("repeated envelope ids dropped", g("repeats_dropped", 0)),
+        ("repeated envelope ids dropped", g("repeats", 0)),
         ("socket connects / failed connects", f"{rcv['connects']} / {rcv['failed']}"),
         ("settle reached quiet", f"{rcv['settled']} / {rcv['devices']}"),
     ]

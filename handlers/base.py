@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from tornado.web import HTTPError
@@ -13,7 +13,9 @@ from tornado.web import HTTPError
 from notisync.errors import (
     ApiError, BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, dependency_failure,
 )
-from notisync.services import Services
+
+if TYPE_CHECKING:  # the runtime builds the app from these handlers: no import back up
+    from notisync.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

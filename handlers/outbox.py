@@ -21,7 +21,7 @@ from typing import Callable
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
-from notisync.delivery import StreamState
+from notisync.delivery.engine import StreamState
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """/ws: one socket of one device. Auth, frames in, frames out, back-pressure.
 
-Everything about what a device receives lives in ``notisync.delivery``;
+Everything about what a device receives lives in ``notisync.delivery.engine``;
 this handler authenticates, parses client frames, calls the same use cases
 as REST, and writes frames with a bound on how far a client may fall behind.
 """
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
@@ -18,10 +18,12 @@ from tornado.websocket import WebSocketClosedError
 
 from handlers.outbox import Outbox, encode_text_frames, write_through
 from notisync import protocol, schemas
-from notisync.delivery import StreamState
+from notisync.delivery.engine import StreamState
 from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
-from notisync.services import Services
 from notisync.views import notification_view
+
+if TYPE_CHECKING:  # the runtime builds the app from these handlers: no import back up
+    from notisync.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

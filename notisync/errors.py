@@ -73,10 +73,6 @@ class Unavailable(ApiError):
     status, code = 503, "service_unavailable"
 
 
-class DuplicateKey(Exception):
-    """Raised by a document store when a unique constraint is violated."""
-
-
 def dependency_failure(exc: BaseException) -> ApiError | None:
     """Map a failure of Redis or the database to a 503, or None if it is not one.
 

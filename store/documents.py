@@ -14,10 +14,27 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
 Record = dict[str, Any]
+
+# Fields a device update may set, and the notification flags an action may
+# turn on: the same for every store.
+DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
+FLAGS = frozenset({"is_read", "is_dismissed"})
+
+
+def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
+    """The unique key of a notification with a ``source_key`` (None without one).
+
+    JSON rather than "device|key": a "|" inside a device id or key cannot
+    make two different pairs collide.
+    """
+    if source_key is None:
+        return None
+    return json.dumps([source_device_id, source_key], separators=(",", ":"))
 
 
 def utcnow() -> dt.datetime:

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import json
 import re
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from notisync.errors import DuplicateKey
-from store.documents import DocumentStore, NotificationQuery, Record
+from store.errors import DuplicateKey
+from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
 
 DEFAULT_DB = "notisync"
-DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
-FLAGS = frozenset({"is_read", "is_dismissed"})
 INTERNAL_FIELDS = ("dedupe_key",)
 
 
@@ -37,14 +34,6 @@ def make_client(url: str) -> Any:
         tz_aware=True,
         uuidRepresentation="standard",
     )
-
-
-def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
-    # JSON rather than "device|key": a "|" inside a device id or key cannot
-    # make two different pairs collide.
-    if source_key is None:
-        return None
-    return json.dumps([source_device_id, source_key], separators=(",", ":"))
 
 
 def _utc(value: Any) -> Any:

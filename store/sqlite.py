@@ -17,19 +17,16 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from notisync.errors import DuplicateKey
-from store.documents import DocumentStore, NotificationQuery, Record
+from store.errors import DuplicateKey
+from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
 from store.sqlite_batch import GroupWriter
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
     USER_COLS,
     DEVICE_COLS,
     NOTIFICATION_COLS,
-    DEVICE_UPDATABLE,
-    FLAGS,
     UNIQUE_ERRORS,
     encode_time,
-    dedupe_key,
     _insert_sql,
     _encode,
     _first,

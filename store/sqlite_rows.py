@@ -6,7 +6,6 @@ them touches a connection except through the cursor it is handed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 from typing import Any
 
@@ -26,8 +25,6 @@ DATETIME_COLS = frozenset(
     {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at"}
 )
 BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
-DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
-FLAGS = frozenset({"is_read", "is_dismissed"})
 LIKE_ESCAPE = "\\"
 UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
@@ -44,14 +41,6 @@ def encode_time(value: dt.datetime | None) -> str | None:
 
 def decode_time(text: str | None) -> dt.datetime | None:
     return None if text is None else dt.datetime.fromisoformat(text)
-
-
-def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
-    # JSON rather than "device|key": a "|" inside a device id or key cannot
-    # make two different pairs collide.
-    if source_key is None:
-        return None
-    return json.dumps([source_device_id, source_key], separators=(",", ":"))
 
 
 def like_pattern(text: str) -> str:

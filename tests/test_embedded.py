@@ -16,8 +16,8 @@ from typing import AsyncIterator, Callable, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from notisync import embedded
-from notisync.embedded import EmbeddedRedis
+from notisync.runtime import embedded
+from notisync.runtime.embedded import EmbeddedRedis
 
 
 def alive(pid: int) -> bool:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import gc
 import logging
 
-from notisync import gctune
+from notisync.runtime import gctune
 
 
 def test_slow_collections_are_logged_and_fast_ones_are_not(caplog, monkeypatch):
-    caplog.set_level(logging.WARNING, logger="notisync.gctune")
+    caplog.set_level(logging.WARNING, logger="notisync.runtime.gctune")
     gctune.watch_slow_collections()
     gctune.watch_slow_collections()  # idempotent: one callback, one line per collection
     try:

@@ -7,7 +7,7 @@ import socket
 from tornado.iostream import IOStream, StreamClosedError
 
 from handlers.outbox import Outbox, encode_text_frames, write_through
-from notisync.delivery import StreamState
+from notisync.delivery.engine import StreamState
 
 
 class Stream:

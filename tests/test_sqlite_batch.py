@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from notisync.errors import DuplicateKey
+from store.errors import DuplicateKey
 from store.documents import NotificationQuery
 from store.sqlite import SQLiteStore
 from tests.test_store_contract import list_ids, note

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from notisync.errors import DuplicateKey
+from store.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.mongo import MongoStore, make_client
 from store.sqlite import SCHEMA, SQLiteStore

@@ -5,7 +5,7 @@ import tornado.web
 
 from handlers import auth, devices, health, notifications, stats, web, ws
 from handlers.base import NotFoundHandler, log_request
-from notisync.services import Services
+from notisync.runtime.services import Services
 
 
 def make_app(services: Services) -> tornado.web.Application:

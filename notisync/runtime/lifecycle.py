@@ -1,6 +1,6 @@
 """The node's life cycle as the handlers and the shutdown see it: one typed object.
 
-Shutdown (``notisync/server.py``) stops accepting, then waits for the work
+Shutdown (``notisync/runtime/server.py``) stops accepting, then waits for the work
 already accepted — requests being handled, client frames being processed,
 sockets registering or leaving — before it closes Redis and the store.
 Handlers count themselves in and out here; nothing is kept under string

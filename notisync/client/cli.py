@@ -1,4 +1,4 @@
-"""The ``notisync`` command: a thin argparse layer over ``notisync.client``.
+"""The ``notisync`` command: a thin argparse layer over ``notisync.client.api``.
 
 Scripts rely on its shape: stdout carries only results (``send`` prints just
 the new id), every failure is one line on stderr with a non-zero status, and
@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
-from notisync.client import SESSION, ClientError, ConfigDir, Json, NotiSyncClient, default_config_dir
+from notisync.client.api import SESSION, ClientError, ConfigDir, Json, NotiSyncClient, default_config_dir
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 CATEGORIES = ("Work", "Personal", "Junk")

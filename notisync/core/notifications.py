@@ -15,11 +15,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from notisync import protocol
-from notisync.delivery import Delivery
-from notisync.devices import DeviceService
+from notisync.delivery.engine import Delivery
+from notisync.core.devices import DeviceService
 from notisync.errors import BadRequest, NotFound, Unavailable
-from notisync.pending import PendingClears
-from notisync.recipients import DeviceList, Recipients
+from notisync.core.pending import PendingClears
+from notisync.delivery.recipients import DeviceList, Recipients
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.streams import EpochMismatch, StaleDevices, Streams
@@ -65,7 +65,7 @@ class NotificationService:
            stream, guarded by a per-notification marker, so only the first of
            any number of attempts appends anything (``store/streams.py``).
         4. Acknowledge (201/200); ``pending`` is cleared a few seconds later
-           (``notisync/pending.py``).
+           (``notisync/core/pending.py``).
 
         A crash or a Redis failure between 2 and 3 leaves the row pending;
         the answer is then 503, and the sweeper (every node, every few

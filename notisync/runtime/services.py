@@ -9,18 +9,18 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from notisync.accounts import AccountService
-from notisync.auth import TokenService, load_or_create_secret
-from notisync.config import Settings
-from notisync.delivery import Delivery
-from notisync.devices import DeviceService
-from notisync.embedded import EmbeddedRedis
+from notisync.core.accounts import AccountService
+from notisync.core.auth import TokenService, load_or_create_secret
+from notisync.runtime.config import Settings
+from notisync.delivery.engine import Delivery
+from notisync.core.devices import DeviceService
+from notisync.runtime.embedded import EmbeddedRedis
 from notisync.errors import Unavailable
-from notisync.hub import Hub
-from notisync.lifecycle import Lifecycle
-from notisync.pending import PendingClears
-from notisync.recipients import Recipients
-from notisync.sync import NotificationService
+from notisync.delivery.hub import Hub
+from notisync.runtime.lifecycle import Lifecycle
+from notisync.core.pending import PendingClears
+from notisync.delivery.recipients import Recipients
+from notisync.core.notifications import NotificationService
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys

@@ -182,7 +182,7 @@ class EmbeddedRedis:
             "save": '""',  # the AOF is enough; no RDB snapshots
         }
         with open(self.conf_path, "w", encoding="utf-8") as f:
-            f.write("# written by notisync.embedded; regenerated on every start\n")
+            f.write("# written by notisync.runtime.embedded; regenerated on every start\n")
             f.writelines(f"{key} {value}\n" for key, value in lines.items())
 
     def _log_tail(self, lines: int = 20) -> str:

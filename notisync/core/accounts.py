@@ -10,8 +10,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from notisync.auth import ACCESS_TTL, DUMMY_HASH, TokenService, hash_password, token_hash, verify_password
-from notisync.errors import Conflict, DuplicateKey, RateLimited, Unauthorized
+from notisync.core.auth import ACCESS_TTL, DUMMY_HASH, TokenService, hash_password, token_hash, verify_password
+from notisync.errors import Conflict, RateLimited, Unauthorized
+from store.errors import DuplicateKey
 from notisync.views import user_view
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys

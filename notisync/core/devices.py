@@ -4,9 +4,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from notisync.delivery import Delivery
-from notisync.errors import Conflict, DuplicateKey, NotFound
-from notisync.recipients import Recipients
+from notisync.delivery.engine import Delivery
+from notisync.errors import Conflict, NotFound
+from store.errors import DuplicateKey
+from notisync.delivery.recipients import Recipients
 from notisync.views import device_view
 from store.documents import DocumentStore, Record, utcnow
 from store.presence import Presence

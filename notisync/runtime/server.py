@@ -9,11 +9,12 @@ from typing import Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
-from notisync import gctune, protocol
-from notisync.app import make_app
-from notisync.config import Settings, parse_settings
-from notisync.memory import limit_malloc_arenas
-from notisync.services import Services
+from notisync import protocol
+from notisync.runtime import gctune
+from notisync.runtime.app import make_app
+from notisync.runtime.config import Settings, parse_settings
+from notisync.runtime.memory import limit_malloc_arenas
+from notisync.runtime.services import Services
 
 log = logging.getLogger("notisync")
 

@@ -1,6 +1,6 @@
 """Notifications stored but not yet known to be in every recipient's stream.
 
-The ingest step order (``notisync/sync.py: NotificationService.create``)
+The ingest step order (``notisync/core/notifications.py: NotificationService.create``)
 inserts each notification with ``pending`` set before it fans it out, and
 clears the flag here afterwards. A row left pending (the node died between
 its commit and its fan-out, or Redis failed or stalled under it) is finished

@@ -31,8 +31,8 @@ from redis.exceptions import RedisError
 
 from notisync import protocol
 from notisync.errors import BadRequest
-from notisync.hub import Connection, Hub
-from notisync.recipients import Recipients
+from notisync.delivery.hub import Connection, Hub
+from notisync.delivery.recipients import Recipients
 from store.bus import Bus
 from store.documents import Record
 from store.presence import Presence
