@@ -7,8 +7,13 @@ of the event loop's time in the profile. Queued here and written together
 when the turn ends, they cost one. No frame waits longer than that turn.
 
 Nothing may be counted as delivered before it reached the socket's stream:
-while frames wait here, ``StreamState.unsent`` holds the stream cursor from
+while frames wait here, ``Subscriber.unsent`` holds the stream cursor from
 before the first of them, so a socket dropped in between resumes there.
+A position probe (``notisync/delivery/positions.py``) rides in the same
+write, right behind the frames it confirms.
+
+The RFC 6455 framing that lets us skip Tornado's per-frame path is sealed
+in this module (``write_frames``); everything else goes through Tornado.
 """
 from __future__ import annotations
 
@@ -19,16 +24,18 @@ import struct
 from typing import Callable
 
 from tornado.iostream import IOStream, StreamClosedError
-from tornado.websocket import WebSocketClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from notisync.delivery.engine import StreamState
+from notisync.delivery.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
 FIN_TEXT = 0x81  # RFC 6455 5.2: FIN bit + opcode 1 (text)
+FIN_PING = 0x89  # FIN bit + opcode 9 (ping); a control frame's payload is < 126 bytes
 
-# Returns the stream's write future, or None when the kernel took everything.
-Write = Callable[[list[bytes]], "asyncio.Future[None] | None"]
+# Writes text frames and an optional ping behind them; returns the stream's
+# write future, or None when the kernel took everything.
+Write = Callable[[list[bytes], "bytes | None"], "asyncio.Future[None] | None"]
 
 
 def encode_text_frames(payloads: list[bytes]) -> bytes:
@@ -44,6 +51,29 @@ def encode_text_frames(payloads: list[bytes]) -> bytes:
             parts.append(struct.pack("!BBQ", FIN_TEXT, 127, size))
         parts.append(payload)
     return b"".join(parts)
+
+
+def write_frames(handler: WebSocketHandler, frames: list[bytes], ping: bytes | None) -> asyncio.Future[None] | None:
+    """Text frames (and a ping behind them) in one write; the stream's future, or None if all sent.
+
+    Tornado's write_message costs a coroutine, a Task and a syscall per
+    frame. The frames are built here (RFC 6455, server frames are
+    unmasked) and written to the connection's socket at once. Should a
+    Tornado release drop ``stream``, or compression be on, we fall back.
+    """
+    conn = handler.ws_connection
+    if conn is None or conn.is_closing():
+        raise WebSocketClosedError()
+    stream = getattr(conn, "stream", None)
+    if stream is None or getattr(conn, "_compressor", True) is not None:
+        written = [handler.write_message(frame) for frame in frames][-1]
+        if ping is not None:
+            handler.ping(ping)
+        return written
+    data = encode_text_frames(frames)
+    if ping is not None:
+        data += bytes((FIN_PING, len(ping))) + ping
+    return write_through(stream, data)
 
 
 def write_through(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
@@ -71,14 +101,14 @@ class Outbox:
     """Frames queued for one socket during this loop turn."""
 
     # One per socket: slots keep 10,000 idle sockets' outboxes small.
-    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken", "_flushed")
+    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken", "_probe")
 
-    def __init__(self, write: Write, state: StreamState, limit: int,
-                 flushed: Callable[[], None] | None = None) -> None:
+    def __init__(self, write: Write, state: Subscriber, limit: int,
+                 probe: Callable[[Subscriber], bytes | None] | None = None) -> None:
         self._write = write
         self._state = state
         self._limit = limit
-        self._flushed = flushed  # called after frames were handed to the stream
+        self._probe = probe  # the ping token to write behind this flush's frames, if any
         self._frames: list[bytes] = []
         self.in_flight = 0  # frames handed to the stream, not yet in the kernel
         self.broken = False  # the stream refused a write: the socket is going
@@ -104,7 +134,7 @@ class Outbox:
         if not frames or self.broken:
             return
         try:
-            written = self._write(frames)
+            written = self._write(frames, self._probe(self._state) if self._probe is not None else None)
         except (WebSocketClosedError, StreamClosedError):
             self.broken = True  # frames stay queued: drop() rewinds past them
             return
@@ -120,8 +150,6 @@ class Outbox:
         if written is not None and not written.done():
             self.in_flight += len(frames)
             written.add_done_callback(functools.partial(self._written, len(frames)))
-        if self._flushed is not None:
-            self._flushed()
 
     def _written(self, count: int, future: asyncio.Future[None]) -> None:
         self.in_flight -= count

@@ -7,12 +7,12 @@ from notisync.protocol import now_iso
 
 class NodeStatsHandler(BaseHandler):
     async def get(self) -> None:
-        self.respond(200, {"total_connections": self.services.hub.count, "timestamp": now_iso()})
+        self.respond(200, {"total_connections": self.services.stats.node_connections(), "timestamp": now_iso()})
 
 
 class UserStatsHandler(BaseHandler):
     async def get(self) -> None:
-        count = await self.services.presence.connection_count(self.user_id)
+        count = await self.services.stats.user_connections(self.user_id)
         self.respond(200, {"user_id": self.user_id, "active_connections": count, "timestamp": now_iso()})
 
 

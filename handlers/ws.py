@@ -1,12 +1,13 @@
 """/ws: one socket of one device. Auth, frames in, frames out, back-pressure.
 
-Everything about what a device receives lives in ``notisync.delivery.engine``;
+Everything about what a device receives lives in ``notisync/delivery/``;
 this handler authenticates, parses client frames, calls the same use cases
 as REST, and writes frames with a bound on how far a client may fall behind.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -16,9 +17,9 @@ import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClosedError
 
-from handlers.outbox import Outbox, encode_text_frames, write_through
+from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
-from notisync.delivery.engine import StreamState
+from notisync.delivery.subscriber import Subscriber
 from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.views import notification_view
 
@@ -68,8 +69,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     # -- life cycle ---------------------------------------------------------
     async def open(self) -> None:
         self.conn_id = uuid.uuid4().hex[:12]
-        self.sync = StreamState()
-        self._outbox = Outbox(self._write_frames, self.sync, MAX_PENDING_FRAMES, self._flushed)
+        self.subscriber = Subscriber()
+        self._outbox = Outbox(functools.partial(write_frames, self), self.subscriber, MAX_PENDING_FRAMES,
+                              self.services.positions.for_write)
         self._closed = False
         self._subscribed = False
         self._rate = float(self.settings.get("ws_rate_limit", 50.0))
@@ -146,7 +148,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return  # closed before its setup started
         try:
             async with self.services.lifecycle.setup_gate:
-                await self.services.delivery.disconnect(self, self._subscribed)
+                await self.services.delivery.disconnect(self)
                 await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # cleanup must not raise into the loop
             log.warning("websocket cleanup incomplete: %r", exc)
@@ -176,13 +178,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return False
         return True
 
-    def _flushed(self) -> None:
-        # Right behind the frames just written: confirms them once the client reads that far.
-        self.services.delivery.probe(self, self.sync)
-
     def on_pong(self, data: bytes) -> None:
-        if hasattr(self, "sync"):
-            self.services.delivery.pong(self, data)
+        if hasattr(self, "subscriber"):
+            self.services.positions.pong(self.subscriber, data)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         # Frames queued this turn go out before the close frame, in order.
@@ -190,22 +188,6 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if outbox is not None:
             outbox.flush()
         super().close(code, reason)
-
-    def _write_frames(self, frames: list[bytes]) -> asyncio.Future[None] | None:
-        """Text frames in one write; the stream's future, or None if all sent.
-
-        Tornado's write_message costs a coroutine, a Task and a syscall per
-        frame. The frames are built here (RFC 6455, server frames are
-        unmasked) and written to the connection's socket at once. Should a
-        Tornado release drop ``stream``, or compression be on, we fall back.
-        """
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            raise WebSocketClosedError()
-        stream = getattr(conn, "stream", None)
-        if stream is None or getattr(conn, "_compressor", True) is not None:
-            return [self.write_message(frame) for frame in frames][-1]
-        return write_through(stream, encode_text_frames(frames))
 
     # -- incoming -------------------------------------------------------------
     async def on_message(self, message: str | bytes) -> None:
@@ -251,7 +233,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             ack["notification_id"] = fields["notification_id"]
         elif kind == protocol.STREAM_ACK:
             fields = schemas.load(schemas.WS_STREAM_ACK, data)
-            self.services.delivery.stream_ack(self, fields["last_id"])
+            self.services.positions.stream_ack(self.subscriber, fields["last_id"])
         elif kind == protocol.NEW_NOTIFICATION:
             fields = schemas.load(schemas.NOTIFICATION_CREATE, data)
             record, created = await notifications.create(self.user_id, fields, self.device_id)

@@ -45,8 +45,6 @@ class Bus:
         redis: Redis,
         keys: Keys,
         node_id: str,
-        on_message: MessageHandler,
-        on_reconnect: ReconnectHandler,
         client_name: str | None = None,
     ) -> None:
         # No read timeout on this connection: it idles until something is published.
@@ -55,8 +53,8 @@ class Bus:
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
-        self._on_message = on_message
-        self._on_reconnect = on_reconnect
+        self._on_message: MessageHandler | None = None
+        self._on_reconnect: ReconnectHandler | None = None
         self._conn: Connection | None = None
         self._refs: collections.Counter[str] = collections.Counter()
         self._pending: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
@@ -72,7 +70,10 @@ class Bus:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def start(self) -> None:
+    async def start(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        """Connect and listen: ``on_message(user id, header, body)`` for every other node's
+        publication; ``on_reconnect()`` after the connection came back."""
+        self._on_message, self._on_reconnect = on_message, on_reconnect
         await self._connect()
         self._task = asyncio.create_task(self._run(), name="bus-listener")
 
@@ -190,7 +191,8 @@ class Bus:
             user_id = self._keys.user_from_channel(channel.decode())
             if header.get("n") == self.node_id and not self._own_echo_wanted(user_id):
                 return  # this node already delivered it locally
-            self._on_message(user_id, header, body)
+            if self._on_message is not None:
+                self._on_message(user_id, header, body)
         except Exception:  # a bad message must not stop the listener
             log.exception("could not handle a pub/sub message on %r", channel)
 
@@ -213,7 +215,8 @@ class Bus:
                 log.info("pub/sub reconnected; re-syncing local sockets")
                 # Run beside the listener: the re-sync may wait on Redis while
                 # new sockets wait on subscription confirmations.
-                self._resync = asyncio.create_task(self._on_reconnect())
+                if self._on_reconnect is not None:
+                    self._resync = asyncio.create_task(self._on_reconnect())
                 return
             except asyncio.CancelledError:
                 raise

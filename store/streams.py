@@ -26,8 +26,10 @@ RETENTION_MS = 7 * 24 * 3600 * 1000
 ZERO = "0-0"
 
 # KEYS: epoch, device-list version, marker, then (stream, last id) per device.
-# ARGV: epoch, maxlen, channel, header prefix, body, version, marker TTL
+# ARGV: epoch, maxlen, channel, node id, body, version, marker TTL
 # (seconds; 0 = no marker), device ids.
+# The wake-up it publishes is the NewEntries event of notisync/delivery/events.py:
+# {"n": node id, "k": "m", "e": {device: [previous id, new id]}} "\n" body.
 # The version check makes a node's cached device list safe: a device created
 # or revoked anywhere bumps the counter first, so a stale list appends nothing.
 # The marker makes a notification's fan-out happen once: it is checked before
@@ -51,7 +53,8 @@ for i = 4, #KEYS, 2 do
 end
 if ttl > 0 then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
 if n > 0 then
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{' .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+  local header = '{"n":"' .. ARGV[4] .. '","k":"m","e":{' .. table.concat(parts, ',') .. '}}'
+  redis.call('PUBLISH', ARGV[3], header .. '\\n' .. ARGV[5])
 end
 return ids
 """
@@ -132,13 +135,14 @@ class Streams:
         return value.decode()
 
     async def append(
-        self, epoch: str, user_id: str, version: int, device_ids: list[str], header_prefix: str, body: bytes,
+        self, epoch: str, user_id: str, version: int, device_ids: list[str], node_id: str, body: bytes,
         once_for: str | None = None,
     ) -> dict[str, tuple[str, str]] | None:
         """Append ``body`` to each device's stream and wake the user's channel.
 
         ``version`` is the user's device-list version the caller's list was
-        read at. Returns device id -> (previous id, new id). Raises
+        read at; ``node_id`` goes into the wake-up so that node can skip its
+        own. Returns device id -> (previous id, new id). Raises
         EpochMismatch if Redis lost its data since this node read the epoch,
         StaleDevices (having appended nothing) if the device list changed.
         With ``once_for`` (a notification id), only the first successful
@@ -149,7 +153,7 @@ class Streams:
         for device_id in device_ids:
             keys += [self._keys.stream(device_id), self._keys.last(device_id)]
         ttl = MARKER_TTL if once_for else 0
-        args = [epoch, MAXLEN, self._keys.user_channel(user_id), header_prefix, body, version, ttl, *device_ids]
+        args = [epoch, MAXLEN, self._keys.user_channel(user_id), node_id, body, version, ttl, *device_ids]
         try:
             ids = await self._fanout(keys, args)
         except ResponseError as exc:

@@ -7,7 +7,7 @@ import socket
 from tornado.iostream import IOStream, StreamClosedError
 
 from handlers.outbox import Outbox, encode_text_frames, write_through
-from notisync.delivery.engine import StreamState
+from notisync.delivery.subscriber import Subscriber
 
 
 class Stream:
@@ -18,7 +18,7 @@ class Stream:
         self.closed = False
         self.hold: asyncio.Future[None] | None = None
 
-    def write(self, frames: list[bytes]) -> asyncio.Future[None]:
+    def write(self, frames: list[bytes], ping: bytes | None = None) -> asyncio.Future[None]:
         if self.closed:
             raise StreamClosedError()
         self.writes.append(list(frames))
@@ -29,14 +29,14 @@ class Stream:
         return done
 
 
-def deliver(outbox: Outbox, state: StreamState, entry_id: str) -> None:
+def deliver(outbox: Outbox, state: Subscriber, entry_id: str) -> None:
     """What Delivery does per stream entry: send, then advance the cursor."""
     assert outbox.put(f"frame {entry_id}".encode())
     state.cursor = entry_id
 
 
 async def test_frames_of_one_turn_leave_in_one_write_in_order():
-    stream, state = Stream(), StreamState(cursor="1-0")
+    stream, state = Stream(), Subscriber(cursor="1-0")
     outbox = Outbox(stream.write, state, limit=100)
     for i in range(2, 6):
         deliver(outbox, state, f"{i}-0")
@@ -51,7 +51,7 @@ async def test_frames_of_one_turn_leave_in_one_write_in_order():
 
 
 async def test_socket_dropped_before_the_write_rewinds_the_cursor():
-    stream, state = Stream(), StreamState(cursor="1-0")
+    stream, state = Stream(), Subscriber(cursor="1-0")
     outbox = Outbox(stream.write, state, limit=100)
     deliver(outbox, state, "2-0")
     deliver(outbox, state, "3-0")
@@ -63,7 +63,7 @@ async def test_socket_dropped_before_the_write_rewinds_the_cursor():
 
 
 async def test_stream_refusing_the_write_keeps_the_frames_unsent():
-    stream, state = Stream(), StreamState(cursor="1-0")
+    stream, state = Stream(), Subscriber(cursor="1-0")
     outbox = Outbox(stream.write, state, limit=100)
     deliver(outbox, state, "2-0")
     stream.closed = True
@@ -74,7 +74,7 @@ async def test_stream_refusing_the_write_keeps_the_frames_unsent():
 
 
 async def test_frames_already_written_are_not_rewound():
-    stream, state = Stream(), StreamState(cursor="1-0")
+    stream, state = Stream(), Subscriber(cursor="1-0")
     outbox = Outbox(stream.write, state, limit=100)
     deliver(outbox, state, "2-0")
     await asyncio.sleep(0)
@@ -84,7 +84,7 @@ async def test_frames_already_written_are_not_rewound():
 
 
 async def test_backlog_counts_frames_the_kernel_has_not_taken_and_is_bounded():
-    stream, state = Stream(), StreamState()
+    stream, state = Stream(), Subscriber()
     stream.hold = asyncio.get_running_loop().create_future()  # a client that stopped reading
     outbox = Outbox(stream.write, state, limit=5)
     for i in range(3):
@@ -101,7 +101,7 @@ async def test_backlog_counts_frames_the_kernel_has_not_taken_and_is_bounded():
 
 
 async def test_flush_is_idempotent_and_close_path_flushes_early():
-    stream, state = Stream(), StreamState()
+    stream, state = Stream(), Subscriber()
     outbox = Outbox(stream.write, state, limit=100)
     outbox.put(b"bye")
     outbox.flush()  # what the handler's close() does before the close frame
@@ -174,9 +174,9 @@ async def test_write_through_to_a_reset_peer_closes_the_stream():
 
 
 async def test_an_unexpected_write_error_breaks_the_outbox_instead_of_stalling_it():
-    state = StreamState(cursor="1-0")
+    state = Subscriber(cursor="1-0")
 
-    def failing(frames: list[bytes]) -> None:
+    def failing(frames: list[bytes], ping: bytes | None) -> None:
         raise RuntimeError("a bug, not a closed socket")
 
     outbox = Outbox(failing, state, limit=100)

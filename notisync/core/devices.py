@@ -4,12 +4,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from notisync.delivery.engine import Delivery
-from notisync.errors import Conflict, NotFound
-from store.errors import DuplicateKey
 from notisync.delivery.recipients import Recipients
+from notisync.delivery.replay import Delivery
+from notisync.errors import Conflict, NotFound
 from notisync.views import device_view
 from store.documents import DocumentStore, Record, utcnow
+from store.errors import DuplicateKey
 from store.presence import Presence
 from store.streams import Streams
 
@@ -74,9 +74,7 @@ class DeviceService:
         self.recipients.forget(user_id)
         await self.streams.drop(device_id)
         await self.presence.drop_device(user_id, device_id)
-        self.delivery.close_device(user_id, device_id)
-        assert self.delivery.bus is not None
-        await self.delivery.bus.publish(user_id, {"k": "rv", "d": device_id})
+        await self.delivery.revoke_device(user_id, device_id)
 
     async def require_live(self, user_id: str, device_id: str) -> Record:
         device = await self.store.get_device(device_id)

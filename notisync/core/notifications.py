@@ -15,22 +15,18 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from notisync import protocol
-from notisync.delivery.engine import Delivery
 from notisync.core.devices import DeviceService
-from notisync.errors import BadRequest, NotFound, Unavailable
 from notisync.core.pending import PendingClears
-from notisync.delivery.recipients import DeviceList, Recipients
+from notisync.delivery.fanout import FanOut
+from notisync.delivery.recipients import DeviceList
+from notisync.errors import BadRequest, NotFound, Unavailable
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
-from store.streams import EpochMismatch, StaleDevices, Streams
 
 log = logging.getLogger(__name__)
 
 EXPIRY = dt.timedelta(days=7)
 _FLAGS = {"read": {"is_read": True}, "dismissed": {"is_dismissed": True}, "clicked": {"is_read": True}}
-# Device lists that change under a fan-out this often in a row mean churn
-# far beyond any real user; the caller gets a 503 and retries.
-FANOUT_TRIES = 5
 # A pending row younger than this is most likely still being fanned out by
 # the node that stored it (the Redis timeout is 5 s): the sweeper leaves it.
 SWEEP_GRACE = 10.0
@@ -39,15 +35,12 @@ SWEEP_BATCH = 200
 
 class NotificationService:
     def __init__(
-        self, store: DocumentStore, streams: Streams, delivery: Delivery, devices: DeviceService,
-        recipients: Recipients, pending: PendingClears,
+        self, store: DocumentStore, fan_out: FanOut, devices: DeviceService, pending: PendingClears,
     ) -> None:
         self.store = store
-        self.pending = pending
-        self.streams = streams
-        self.delivery = delivery
+        self.fan_out = fan_out
         self.devices = devices
-        self.recipients = recipients
+        self.pending = pending
 
     async def create(
         self, user_id: str, data: dict[str, Any], source_device_id: str | None
@@ -77,7 +70,7 @@ class NotificationService:
         source_device_id = source_device_id or data.get("source_device_id")
         # The cached list says whether the sender is live; the fan-out's
         # version check confirms it before anything is sent.
-        targets = await self._device_list(user_id, source_device_id)
+        targets = await self.fan_out.device_list(user_id, source_device_id)
         now = utcnow()
         record: Record = {
             "id": str(uuid.uuid4()),
@@ -119,13 +112,13 @@ class NotificationService:
         it was accepted from a live device.
         """
         try:
-            await self.fan_out(
+            await self.fan_out.send(
                 record["user_id"], record["source_device_id"], protocol.NEW_NOTIFICATION,
                 notification_view(record), targets, once_for=record["id"],
                 sender_must_be_live=sender_must_be_live,
             )
         except NotFound:
-            if not await self.streams.cancel_once(record["id"]):
+            if not await self.fan_out.cancel(record["id"]):
                 self.pending.fanned_out(record["id"])
                 return  # another attempt appended it first: it was delivered
             await self.store.delete_notification(record["user_id"], record["id"])
@@ -166,7 +159,7 @@ class NotificationService:
         if record is None:
             raise NotFound("notification not found", code="notification_not_found")
         try:
-            await self.fan_out(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id))
+            await self.fan_out.send(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id))
         except (RedisError, OSError) as exc:
             raise Unavailable("stored, but could not sync other devices; retry", code="redis_unavailable") from exc
         return record
@@ -195,55 +188,6 @@ class NotificationService:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         return page, encode_cursor(page[-1]) if more and page else None
-
-    async def fan_out(
-        self, user_id: str, source: str | None, kind: str, data: dict[str, Any],
-        targets: DeviceList | None = None, once_for: str | None = None, sender_must_be_live: bool = True,
-    ) -> None:
-        """Append one encoded frame to every other device's stream, then wake sockets.
-
-        ``targets`` is the cached device list; if Redis says it is stale, it
-        is reloaded and the append retried. 404 if ``source`` turns out not
-        to be a live device of the user (unless ``sender_must_be_live`` is
-        False): nothing has been sent then. With ``once_for`` (a stored
-        notification's id) only the first call for that id appends.
-        """
-        body = protocol.frame(kind, data)
-        prefix = '{"n":"%s","k":"m","e":' % self.delivery.node_id
-        entry = targets or await self._device_list(user_id, source if sender_must_be_live else None)
-        for _ in range(FANOUT_TRIES):
-            devices = [d for d in entry.devices if d != source]
-            try:
-                appended = await self.streams.append(
-                    self.delivery.epoch, user_id, entry.version, devices, prefix, body, once_for
-                )
-            except EpochMismatch:
-                await self.delivery.resync_all()  # also empties the device-list cache
-            except StaleDevices:
-                pass
-            except (RedisError, OSError):
-                # No reply: the script may still run later, and its wake-up is
-                # then the only one this node's sockets get.
-                self.delivery.expect_own_echo(user_id)
-                raise
-            else:
-                if appended is not None:  # None: an earlier attempt appended it
-                    self.delivery.deliver(user_id, appended, body)
-                return
-            entry = await self.recipients.load(user_id)
-            if sender_must_be_live and source is not None and source not in entry.devices:
-                raise NotFound("device not found", code="device_not_found")
-        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
-
-    async def _device_list(self, user_id: str, source: str | None) -> DeviceList:
-        """The user's device list, which must hold ``source`` if given (404 if it cannot)."""
-        entry = await self.recipients.get(user_id)
-        if source is not None and source not in entry.devices:
-            entry = await self.recipients.load(user_id)  # created after we cached the list?
-            if source not in entry.devices:
-                raise NotFound("device not found", code="device_not_found")
-        return entry
-
 
 def encode_cursor(record: Record) -> str:
     raw = f"{record['created_at'].isoformat()}|{record['id']}".encode()

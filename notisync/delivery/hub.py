@@ -5,28 +5,9 @@ ones it is given; the sync layer decides what goes where.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator
 
-
-class Connection(Protocol):
-    user_id: str
-    device_id: str
-    conn_id: str
-
-    def send(self, frame: bytes) -> bool:
-        """Queue a frame; False if the socket is closed or was dropped as too slow."""
-
-    def close(self, code: int, reason: str) -> None: ...
-
-    def abort(self) -> None:
-        """Drop the socket without waiting for the client's close reply."""
-
-    def probe(self, token: bytes) -> bool:
-        """Send a WebSocket ping carrying ``token`` behind every frame already written.
-
-        The client's pong (``Delivery.pong``) proves its WebSocket layer read
-        everything before it. False if the socket is closing.
-        """
+from notisync.delivery.subscriber import Connection
 
 
 class Hub:

@@ -27,8 +27,7 @@ FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 
 
 async def serve(settings: Settings) -> None:
-    services = Services(settings)
-    await services.start()
+    services = await Services.create(settings)
     app = make_app(services)
     server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT)
     server.listen(settings.port, settings.host)

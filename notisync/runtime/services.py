@@ -11,16 +11,20 @@ from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
 from notisync.core.auth import TokenService, load_or_create_secret
-from notisync.runtime.config import Settings
-from notisync.delivery.engine import Delivery
 from notisync.core.devices import DeviceService
-from notisync.runtime.embedded import EmbeddedRedis
-from notisync.errors import Unavailable
-from notisync.delivery.hub import Hub
-from notisync.runtime.lifecycle import Lifecycle
-from notisync.core.pending import PendingClears
-from notisync.delivery.recipients import Recipients
 from notisync.core.notifications import NotificationService
+from notisync.core.pending import PendingClears
+from notisync.core.stats import StatsService
+from notisync.delivery.fanout import FanOut
+from notisync.delivery.hub import Hub
+from notisync.delivery.liveness import Liveness
+from notisync.delivery.positions import Positions
+from notisync.delivery.recipients import Recipients
+from notisync.delivery.replay import Delivery
+from notisync.errors import Unavailable
+from notisync.runtime.config import Settings
+from notisync.runtime.embedded import EmbeddedRedis
+from notisync.runtime.lifecycle import Lifecycle
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
@@ -45,6 +49,22 @@ def make_store(settings: Settings) -> DocumentStore:
     return SQLiteStore(os.path.join(settings.data_dir, "notisync.sqlite3"))
 
 
+def client_name(settings: Settings) -> str:
+    """The name this node's Redis connections carry (CLIENT LIST), see ``make_redis``."""
+    return f"notisync-{settings.node_id}"
+
+
+async def _undo_start(embedded: EmbeddedRedis | None, store: DocumentStore, redis: Redis | None, name: str) -> None:
+    if redis is not None:
+        await redis.aclose(close_connection_pool=True)
+    try:
+        await store.close()
+    except Exception as exc:  # the store may never have opened
+        log.debug("closing the store after a failed start: %s", exc)
+    if embedded is not None and embedded.proc is not None:
+        await embedded.stop(ignore_client=name)
+
+
 def make_redis(url: str, client_name: str) -> Redis:
     # A blocking pool waits for a free connection under load instead of
     # failing the request the moment the pool is exhausted. The name lets
@@ -58,43 +78,65 @@ def make_redis(url: str, client_name: str) -> Redis:
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.embedded: EmbeddedRedis | None = None
-        self.store = make_store(settings)
-        self.hub = Hub()
-        self.keys = Keys(settings.key_prefix)
+    """Every service of one node, built completely (``Services.create``) before anything uses it.
+
+    The delivery path, in order: ``core/notifications.py`` (ingest) ->
+    ``delivery/fanout.py`` (append + wake) -> ``store/streams.py`` (the
+    script) -> ``delivery/replay.py`` (this node's sockets; other nodes via
+    ``store/bus.py`` and ``delivery/events.py``) -> ``handlers/ws.py`` and
+    ``handlers/outbox.py`` (bytes on the socket).
+    """
+
+    def __init__(self, settings: Settings, embedded: EmbeddedRedis | None, redis_url: str,
+                 store: DocumentStore, redis: Redis, tokens: TokenService) -> None:
+        s = self.settings = settings
+        self.embedded, self.redis_url, self.store, self.redis, self.tokens = embedded, redis_url, store, redis, tokens
         self.lifecycle = Lifecycle()
-        self.client_name = f"notisync-{settings.node_id}"
+        self.client_name = client_name(settings)
+        self.keys = Keys(s.key_prefix)
+        self.hub = Hub()
+        self.streams = Streams(redis, self.keys)
+        self.presence = Presence(redis, self.keys, s.presence_ttl)
+        self.bus = Bus(redis_url, redis, self.keys, s.node_id, client_name=self.client_name)
+        self.recipients = Recipients(store, self.streams)
+        self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
+        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch="")
+        self.positions = Positions(self.hub, self.streams, self.delivery)
+        self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
+        self.accounts = AccountService(store, tokens, redis, self.keys)
+        self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients)
+        self.pending = PendingClears(store)
+        self.notifications = NotificationService(store, self.fan_out, self.devices, self.pending)
+        self.stats = StatsService(self.hub, self.presence)
         self._loops: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    @classmethod
+    async def create(cls, settings: Settings) -> "Services":
+        """Open the store and Redis (starting the embedded one if no --redis-url), wire, start listening.
+
+        If any step fails, what the earlier steps started is stopped again:
+        a failed start leaves no redis-server behind.
+        """
+        os.makedirs(settings.data_dir, exist_ok=True)
+        secret = settings.jwt_secret or load_or_create_secret(os.path.join(settings.data_dir, "jwt_secret"))
+        embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
+        store = make_store(settings)
+        redis: Redis | None = None
+        try:
+            redis_url = settings.redis_url if embedded is None else await embedded.start()
+            await store.open()
+            redis = make_redis(redis_url, client_name(settings))
+            services = cls(settings, embedded, redis_url, store, redis, TokenService(secret))
+            services.delivery.epoch = await services.streams.ensure_epoch()
+            await services.bus.start(services.delivery.on_bus_message, services._redis_back)
+        except BaseException:
+            await _undo_start(embedded, store, redis, client_name(settings))
+            raise
+        services._start_loops()
+        return services
+
+    def _start_loops(self) -> None:
         s = self.settings
-        os.makedirs(s.data_dir, exist_ok=True)
-        secret = s.jwt_secret or load_or_create_secret(os.path.join(s.data_dir, "jwt_secret"))
-        self.tokens = TokenService(secret)
-        redis_url = s.redis_url
-        if not redis_url:
-            self.embedded = EmbeddedRedis(s.data_dir)
-            redis_url = await self.embedded.start()
-        self.redis_url = redis_url
-        await self.store.open()
-        self.redis = make_redis(redis_url, self.client_name)
-        self.streams = Streams(self.redis, self.keys)
-        self.presence = Presence(self.redis, self.keys, s.presence_ttl)
-        self.recipients = Recipients(self.store, self.streams)
-        self.delivery = Delivery(self.hub, self.streams, self.presence, s.node_id, self.recipients)
-        await self.delivery.start()
-        self.bus = Bus(redis_url, self.redis, self.keys, s.node_id, self.delivery.on_bus_message, self._redis_back,
-                       client_name=self.client_name)
-        self.delivery.bus = self.bus
-        await self.bus.start()
-        self.accounts = AccountService(self.store, self.tokens, self.redis, self.keys)
-        self.devices = DeviceService(self.store, self.presence, self.streams, self.delivery, self.recipients)
-        self.pending = PendingClears(self.store)
-        self.notifications = NotificationService(
-            self.store, self.streams, self.delivery, self.devices, self.recipients, self.pending
-        )
         self._loops = [
             *([asyncio.create_task(self.embedded.supervise())] if self.embedded else []),
             # Whatever a node that died (or this one, before a restart) left
@@ -102,8 +144,8 @@ class Services:
             asyncio.create_task(self._once(self._sweep_all)),
             asyncio.create_task(self._every(SWEEP_SECONDS, self.notifications.sweep)),
             asyncio.create_task(self._every(PENDING_FLUSH_SECONDS, self.pending.flush)),
-            asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.delivery.save_cursors)),
-            asyncio.create_task(self._every(s.presence_ttl / 3, self.delivery.heartbeat)),
+            asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.positions.save)),
+            asyncio.create_task(self._every(s.presence_ttl / 3, self.liveness.heartbeat)),
             asyncio.create_task(self._every(PURGE_SECONDS, self._purge)),
         ]
 
@@ -126,7 +168,7 @@ class Services:
         except Exception as exc:  # left pending, they are swept (idempotently) later
             log.warning("could not clear pending notifications on shutdown: %s", exc)
         try:
-            await self.delivery.save_cursors()
+            await self.positions.save()
         except (RedisError, OSError) as exc:
             log.warning("could not save cursors on shutdown: %s", exc)
         await self.bus.stop()

@@ -1,0 +1,81 @@
+"""Fan-out: one encoded frame appended to every recipient device's stream, then local sockets woken.
+
+The append is one Lua script (``store/streams.py``) that also publishes the
+wake-up other nodes deliver from; this node delivers to its own sockets
+straight from the script's reply. Recipients come from the per-node
+device-list cache (``recipients.py``), checked by version inside the script.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from notisync import protocol
+from notisync.delivery.recipients import DeviceList, Recipients
+from notisync.delivery.replay import Delivery
+from notisync.errors import NotFound, Unavailable
+from store.streams import EpochMismatch, StaleDevices, Streams
+
+# Device lists that change under a fan-out this often in a row mean churn
+# far beyond any real user; the caller gets a 503 and retries.
+FANOUT_TRIES = 5
+
+
+class FanOut:
+    def __init__(self, streams: Streams, recipients: Recipients, delivery: Delivery, node_id: str) -> None:
+        self.streams = streams
+        self.recipients = recipients
+        self.delivery = delivery
+        self.node_id = node_id
+
+    async def send(
+        self, user_id: str, source: str | None, kind: str, data: dict[str, Any],
+        targets: DeviceList | None = None, once_for: str | None = None, sender_must_be_live: bool = True,
+    ) -> None:
+        """Append one frame to every device of the user but ``source``, then wake sockets.
+
+        ``targets`` is the cached device list; if Redis says it is stale, it
+        is reloaded and the append retried. 404 if ``source`` turns out not
+        to be a live device of the user (unless ``sender_must_be_live`` is
+        False): nothing has been sent then. With ``once_for`` (a stored
+        notification's id) only the first call for that id appends.
+        """
+        body = protocol.frame(kind, data)
+        entry = targets or await self.device_list(user_id, source if sender_must_be_live else None)
+        for _ in range(FANOUT_TRIES):
+            devices = [d for d in entry.devices if d != source]
+            try:
+                appended = await self.streams.append(
+                    self.delivery.epoch, user_id, entry.version, devices, self.node_id, body, once_for
+                )
+            except EpochMismatch:
+                await self.delivery.resync_all()  # also empties the device-list cache
+            except StaleDevices:
+                pass
+            except (RedisError, OSError):
+                # No reply: the script may still run later, and its wake-up is
+                # then the only one this node's sockets get.
+                self.delivery.expect_own_echo(user_id)
+                raise
+            else:
+                if appended is not None:  # None: an earlier attempt appended it
+                    self.delivery.deliver(user_id, appended, body)
+                return
+            entry = await self.recipients.load(user_id)
+            if sender_must_be_live and source is not None and source not in entry.devices:
+                raise NotFound("device not found", code="device_not_found")
+        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
+
+    async def cancel(self, notification_id: str) -> bool:
+        """Make sure no attempt ever appends this notification; False if one already did."""
+        return await self.streams.cancel_once(notification_id)
+
+    async def device_list(self, user_id: str, source: str | None) -> DeviceList:
+        """The user's device list, which must hold ``source`` if given (404 if it cannot)."""
+        entry = await self.recipients.get(user_id)
+        if source is not None and source not in entry.devices:
+            entry = await self.recipients.load(user_id)  # created after we cached the list?
+            if source not in entry.devices:
+                raise NotFound("device not found", code="device_not_found")
+        return entry

@@ -1,0 +1,88 @@
+"""How far each device's client got: probes, acknowledgements, and the saved position.
+
+A device's saved position (where a socket that connects without ``last_id``
+resumes) only ever counts what the client confirmed, never what the node
+merely wrote: a frame in the node's buffers, the kernel's or the client
+library's queue is not yet delivered, and a client that crashes loses it.
+
+- A **probe** is a WebSocket ping written behind the frames; a client
+  answers pings in order as it reads, so the pong proves it read every
+  frame before the ping. One probe in flight per socket, at most one a
+  second: written in the same write as the frames when the last probe is a
+  second old (``for_write``), else by the next saving round. A socket that
+  gets a frame now and then has each one confirmed at once; a busy one
+  costs one ping a second.
+- A client may instead send ``stream_ack`` ``{last_id}`` as it handles its
+  frames; from then on only its acks move the position.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from notisync.delivery.hub import Hub
+from notisync.delivery.replay import Delivery
+from notisync.delivery.subscriber import Connection, Subscriber
+from notisync.errors import BadRequest
+from store.streams import ZERO, Streams, is_stream_id, parse_id
+
+PROBE_INTERVAL = 1.0  # seconds: at most one position probe per socket per interval
+
+
+class Positions:
+    def __init__(self, hub: Hub, streams: Streams, delivery: Delivery) -> None:
+        self.hub = hub
+        self.streams = streams
+        self.delivery = delivery  # for the epoch positions belong to
+        self._probes = 0
+
+    def for_write(self, sub: Subscriber) -> bytes | None:
+        """A probe token to write right behind the frames being written now (up to ``sub.cursor``), or None."""
+        return self._next_probe(sub, sub.cursor)
+
+    def pong(self, sub: Subscriber, data: bytes) -> None:
+        if sub.probe_at is not None and data == sub.probe_token:
+            sub.confirmed = max(sub.confirmed, sub.probe_at, key=parse_id)
+            sub.probe_at = None
+
+    def stream_ack(self, sub: Subscriber, last_id: str) -> None:
+        """The client handled its stream up to ``last_id``: from now on only its acks count.
+
+        An id from another epoch, not a stream id, or past what this socket
+        was sent is refused (it would skip entries the client never got).
+        """
+        epoch, sep, stream_id = last_id.partition(":")
+        if not sep or epoch != self.delivery.epoch or not is_stream_id(stream_id):
+            raise BadRequest("last_id is not a stream id of this server", code="invalid_last_id")
+        if parse_id(stream_id) > parse_id(sub.cursor):
+            raise BadRequest("last_id is past what this socket was sent", code="invalid_last_id")
+        sub.acking = True
+        sub.probe_at = None
+        sub.confirmed = max(sub.confirmed, stream_id, key=parse_id)
+
+    async def save(self) -> None:
+        """Each second: probe sockets whose stream moved on, and persist what clients confirmed."""
+        cursors: dict[str, str] = {}
+        for conn in self.hub.all():
+            sub = conn.subscriber
+            self._probe(conn, sub)
+            if sub.confirmed != sub.saved:
+                best = cursors.get(conn.device_id, ZERO)
+                cursors[conn.device_id] = max(best, sub.confirmed, key=parse_id)
+                sub.saved = sub.confirmed
+        await self.streams.save_cursors(self.delivery.epoch, cursors)
+
+    def _probe(self, conn: Connection, sub: Subscriber) -> None:
+        token = self._next_probe(sub, sub.written)
+        if token is not None and not conn.probe(token):
+            sub.probe_at = None
+
+    def _next_probe(self, sub: Subscriber, position: str) -> bytes | None:
+        if sub.acking or sub.probe_at is not None or position == sub.confirmed:
+            return None
+        now = asyncio.get_running_loop().time()
+        if now - sub.probed < PROBE_INTERVAL:
+            return None  # the saving round after the interval sends it
+        sub.probed = now
+        self._probes += 1
+        sub.probe_at, sub.probe_token = position, b"p%d" % self._probes
+        return sub.probe_token

@@ -1,0 +1,63 @@
+"""One socket as the delivery engine sees it: its place in its device's stream, and how to reach it.
+
+The engine never touches Tornado: it reaches a socket only through
+``Connection`` (write an encoded frame, probe, close), which ``handlers/ws.py``
+implements, and keeps what it knows about that socket in its ``Subscriber``.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from store.streams import ZERO
+
+
+@dataclass(slots=True)  # one per socket: slots keep 10,000 idle sockets small
+class Subscriber:
+    """A socket's position in its device's stream, and what the client confirmed of it."""
+
+    cursor: str = ZERO  # the newest entry queued for this socket
+    pumping: bool = True  # catching up from the stream: wake-ups only mark it dirty
+    dirty: bool = False
+    saved: str = ZERO  # the position last written to Redis for the device
+    # Cursor from before frames still queued in the socket's outbox (not yet
+    # handed to its stream); None when nothing waits. See handlers/outbox.py.
+    unsent: str | None = None
+    # The newest entry the client is known to hold: by its pong to a probe
+    # sent behind the entry, or by its own stream_ack. Only this is saved.
+    confirmed: str = ZERO
+    probe_at: str | None = None  # position of the probe awaiting its pong
+    probe_token: bytes = b""
+    probed: float = 0.0  # loop time the last probe was sent
+    acking: bool = False  # the client sends stream_ack: pongs no longer count
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def written(self) -> str:
+        """The newest entry handed to the socket (frames still in the outbox excluded)."""
+        return self.cursor if self.unsent is None else self.unsent
+
+
+class Connection(Protocol):
+    """The transport: what the engine may do to one socket."""
+
+    user_id: str
+    device_id: str
+    conn_id: str
+    subscriber: Subscriber
+
+    def send(self, frame: bytes) -> bool:
+        """Queue a frame; False if the socket is closed or was dropped as too slow."""
+
+    def probe(self, token: bytes) -> bool:
+        """Send a WebSocket ping carrying ``token`` behind every frame already written.
+
+        The client's pong proves its WebSocket layer read everything before
+        it. False if the socket is closing.
+        """
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the socket without waiting for the client's close reply."""
