@@ -1,5 +1,8 @@
-"""The one base handler: CORS, bearer auth (deny by default), bounded JSON
-bodies, and every error — ours or Tornado's — in the SPEC's JSON shape."""
+"""The one base for every handler: services, bearer auth (deny by default),
+origins, and every error — ours or Tornado's — in the SPEC's JSON shape.
+
+``ServiceHandler`` is shared by REST (``BaseHandler``, which adds CORS and
+bounded JSON bodies) and the socket endpoint (``handlers/ws.py``)."""
 from __future__ import annotations
 
 import json
@@ -26,23 +29,43 @@ _STATUS_CODES = {
 }
 
 
+class ServiceHandler(tornado.web.RequestHandler):
+    """What REST and /ws share: the node's services, the bearer token, the origin rule, the error body."""
+
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def bearer_token(self) -> str | None:
+        """The token of ``Authorization: Bearer …``, or None."""
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def origin_allowed(self, origin: str) -> bool:
+        # Bearer tokens, never cookies, authorize requests, so a foreign
+        # origin cannot ride on a user's session; the list only narrows it.
+        return self.services.settings.origin_allowed(origin)
+
+    def finish_error(self, status: int, code: str, message: str) -> None:
+        """Answer with the SPEC's error shape."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+
 @tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(ServiceHandler):
     #: Routes that need no token set this to False.
     auth_required = True
 
     user_id: str
 
     # -- plumbing -----------------------------------------------------------
-    @property
-    def services(self) -> Services:
-        return self.settings["services"]
-
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         origin = self.request.headers.get("Origin")
-        if origin and self.services.settings.origin_allowed(origin):
+        if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
             self.set_header("Access-Control-Expose-Headers", "Retry-After, Location")
@@ -50,7 +73,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def options(self, *args: Any) -> None:
         """CORS preflight: answered without auth, since it carries no token."""
         origin = self.request.headers.get("Origin")
-        if origin and self.services.settings.origin_allowed(origin):
+        if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
             self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID")
             self.set_header("Access-Control-Max-Age", "600")
@@ -82,11 +105,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body.extend(chunk)
 
     def _authenticate(self) -> str:
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = self.bearer_token()
+        if token is None:
             raise Unauthorized("missing bearer token", code="missing_token")
-        return self.services.tokens.verify(token.strip(), "access")
+        return self.services.tokens.verify(token, "access")
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):

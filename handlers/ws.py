@@ -11,20 +11,18 @@ import functools
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClosedError
 
+from handlers.base import ServiceHandler
 from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
 from notisync.delivery.subscriber import Subscriber
 from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.views import notification_view
-
-if TYPE_CHECKING:  # the runtime builds the app from these handlers: no import back up
-    from notisync.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +35,23 @@ BURST_FACTOR = 4.0
 ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
 
 
-class WebSocketHandler(tornado.websocket.WebSocketHandler):
+class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
     user_id: str
     device_id: str
 
-    @property
-    def services(self) -> Services:
-        return self.settings["services"]
-
     def check_origin(self, origin: str) -> bool:
-        # Bearer tokens, never cookies, authorize the socket, so a foreign
-        # origin cannot ride on a user's session; the list only narrows it.
-        return self.services.settings.origin_allowed(origin)
+        return self.origin_allowed(origin)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Tornado answers a plain GET with a text/html 400; the SPEC wants every
         # HTTP error as JSON, so the checks it would fail are made here first.
         headers = self.request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
-            return self._http_error(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket)")
+            return self.finish_error(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket)")
         origin = headers.get("Origin") or headers.get("Sec-Websocket-Origin")
         if origin is not None and not self.check_origin(origin):
-            return self._http_error(403, "forbidden", "origin not allowed")
+            return self.finish_error(403, "forbidden", "origin not allowed")
         await super().get(*args, **kwargs)
-
-    def _http_error(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(protocol.dumps({"error": {"code": code, "message": message}}))
 
     # -- life cycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -97,10 +84,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.request.arguments, self.request.query_arguments = {}, {}
 
     async def _authenticate(self) -> dict[str, Any]:
-        token = self.get_query_argument("token", None)
-        if not token:
-            scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else None
+        # Browsers cannot set headers on a WebSocket: the query may carry the token.
+        token = self.get_query_argument("token", None) or self.bearer_token()
         if not token:
             raise Unauthorized("missing token")
         self.user_id = self.services.tokens.verify(token, "access")

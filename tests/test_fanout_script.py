@@ -1,0 +1,65 @@
+"""The fan-out script against a real Redis: its wake-up is the event the delivery engine decodes,
+and a notification's fan-out appends once however often it is attempted."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from notisync.delivery import events
+from store.keys import Keys
+from store.streams import StaleDevices, Streams
+
+
+@pytest.fixture
+async def redis(redis_server):
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def next_message(pubsub) -> dict:
+    for _ in range(100):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if msg is not None:
+            return msg
+    raise AssertionError("no publication")
+
+
+async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
+    keys = Keys()
+    streams = Streams(redis, keys)
+    epoch = await streams.ensure_epoch()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.user_channel("u1"))
+    appended = await streams.append(epoch, "u1", 0, ["d1", "d2"], "node-a", b'{"type":"x"}')
+    assert appended is not None and set(appended) == {"d1", "d2"}
+    head, _, body = (await next_message(pubsub))["data"].partition(b"\n")
+    header = json.loads(head)
+    assert header["n"] == "node-a" and body == b'{"type":"x"}'
+    assert events.decode(header) == events.NewEntries(appended)
+    await pubsub.aclose()
+
+
+async def test_a_notification_is_appended_once_and_a_cancelled_one_never(redis: Redis) -> None:
+    streams = Streams(redis, Keys())
+    epoch = await streams.ensure_epoch()
+    calls = [streams.append(epoch, "u1", 0, ["d1"], "n", b"b", once_for="note-1") for _ in range(5)]
+    results = await asyncio.gather(*calls)
+    assert sum(r is not None for r in results) == 1
+    assert len((await streams.read_after("d1", "0-0", 10)).entries) == 1
+    # A stale device list appends nothing, marker or not.
+    with pytest.raises(StaleDevices):
+        await streams.append(epoch, "u1", 7, ["d1"], "n", b"b", once_for="note-2")
+    assert await streams.cancel_once("note-2") is True  # nobody appended it: now nobody will
+    assert await streams.append(epoch, "u1", 0, ["d1"], "n", b"b", once_for="note-2") is None
+    assert await streams.cancel_once("note-1") is False  # already appended: too late to cancel
+    assert len((await streams.read_after("d1", "0-0", 10)).entries) == 1
+
+
+def test_events_published_from_python_round_trip() -> None:
+    for event in (events.DeviceStatus("d1"), events.Revoked("d2")):
+        assert events.decode(events.encode(event)) == event
+    assert events.decode({"k": "from-a-newer-node"}) is None
