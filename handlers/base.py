@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 import tornado.web
 from tornado.web import HTTPError
 
 from notisync.errors import ApiError, BadRequest, NotFound, TooLarge, Unauthorized, dependency_failure
+from notisync.runtime import metrics
 from notisync.services import Services
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if origin and self.services.settings.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
-            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location")
+            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location, X-Request-ID")
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered without auth, since it carries no token."""
@@ -112,6 +112,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is not None:
+            metrics.hooks.error(exc)  # counts Redis/store failures, ignores the rest
         exc = dependency_failure(exc) or exc if exc is not None else None
         if isinstance(exc, ApiError):
             self.set_status(exc.status)
@@ -143,15 +145,3 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         raise NotFound("no such route", code="route_not_found")
 
-
-_TOKEN_RE = re.compile(r"(token=)[^&\s]+")
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log with ``token=`` masked: URLs of /ws carry bearer tokens."""
-    status = handler.get_status()
-    logger = logging.getLogger("tornado.access")
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    uri = _TOKEN_RE.sub(r"\1***", handler.request.uri or "")
-    ms = 1000.0 * handler.request.request_time()
-    logger.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method, uri, handler.request.remote_ip, ms)

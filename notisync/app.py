@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import tornado.web
 
-from handlers import auth, devices, health, notifications, stats, web, ws
-from handlers.base import NotFoundHandler, log_request
+from handlers import auth, devices, health, notifications, ops, stats, web, ws
+from handlers.access import RequestIdTransform, log_request, route_templates
+from handlers.base import NotFoundHandler
+from notisync.runtime import metrics
 from notisync.services import Services
 
 
 def make_app(services: Services) -> tornado.web.Application:
     s = services.settings
     routes = auth.routes + devices.routes + notifications.routes + stats.routes + health.routes + ws.routes + web.routes
+    routes += ops.routes(s)
+    if s.metrics and metrics.registry is None:
+        metrics.enable(services.hub, s.node_id)
     return tornado.web.Application(
         routes,
+        transforms=[RequestIdTransform],
         services=services,
+        route_templates=route_templates(routes),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         # Tornado's own heartbeat and frame limit (a larger frame closes with 1009).

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from typing import Any, Callable, Sequence
 
 from tornado.httpserver import HTTPServer
@@ -13,6 +12,7 @@ from notisync import gctune, protocol
 from notisync.app import make_app
 from notisync.config import Settings, parse_settings
 from notisync.memory import limit_malloc_arenas
+from notisync.runtime import logs
 from notisync.services import Services
 
 log = logging.getLogger("notisync")
@@ -28,7 +28,7 @@ async def serve(settings: Settings) -> None:
     services = Services(settings)
     await services.start()
     app = make_app(services)
-    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT)
+    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy)
     server.listen(settings.port, settings.host)
     gctune.tune_after_startup()
     log.info(
@@ -78,11 +78,7 @@ async def _until(done: Callable[[], bool], seconds: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()  # before the store's worker thread starts
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))
