@@ -22,6 +22,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from notisync.delivery import StreamState
+from notisync.runtime.metrics import hooks
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Outbox:
             return
         self._frames = []
         self._state.unsent = None
+        hooks.frames_written(len(frames))
         if written is not None and not written.done():
             self.in_flight += len(frames)
             written.add_done_callback(functools.partial(self._written, len(frames)))

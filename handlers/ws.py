@@ -20,6 +20,7 @@ from handlers.outbox import Outbox, encode_text_frames, write_through
 from notisync import protocol, schemas
 from notisync.delivery import StreamState
 from notisync.errors import ApiError, NotFound, Unauthorized, dependency_failure
+from notisync.runtime.metrics import hooks
 from notisync.services import Services
 from notisync.views import notification_view
 
@@ -127,6 +128,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 await self.services.delivery.connect(self, device, last_id)
                 await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # any failure here leaves the socket useless
+            hooks.error(exc)
             if dependency_failure(exc) is None:
                 log.exception("websocket setup failed")
             else:
@@ -220,6 +222,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         except ApiError as exc:
             self._send_error(exc, frame_id)
         except Exception as exc:  # a frame must never kill the socket
+            hooks.error(exc)
             mapped = dependency_failure(exc)
             if mapped is None:
                 log.exception("websocket frame failed")
@@ -247,6 +250,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.send(protocol.frame(protocol.ACK, {"id": frame_id, **ack}))
 
     def _send_error(self, exc: ApiError, frame_id: str | None) -> None:
+        hooks.error(exc)  # counts it if a Redis/store failure caused it
         data: dict[str, Any] = exc.to_dict()
         if frame_id is not None:
             data["id"] = frame_id

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from notisync import protocol
 from notisync.hub import Connection, Hub
 from notisync.recipients import Recipients
+from notisync.runtime.metrics import hooks
 from store.bus import Bus
 from store.documents import Record
 from store.presence import Presence
@@ -129,6 +130,7 @@ class Delivery:
         return await self.streams.last_id(conn.device_id) if at_end else ZERO
 
     def _send_sync_required(self, conn: Connection, reason: str) -> None:
+        hooks.sync_required(reason)
         conn.send(protocol.frame(protocol.SYNC_REQUIRED, {"reason": reason}))
 
     # -- replay ----------------------------------------------------------------
@@ -136,6 +138,7 @@ class Delivery:
         """Write the stream after the socket's cursor until caught up (step 3)."""
         state: StreamState = conn.sync  # type: ignore[attr-defined]
         state.pumping = True
+        hooks.replay()
         try:
             while True:
                 state.dirty = False
@@ -169,6 +172,7 @@ class Delivery:
             await self._pump(conn)
         except (RedisError, OSError) as exc:
             # The next wake-up or the bus's reconnect re-syncs this socket.
+            hooks.error(exc)
             log.warning("replay for a socket failed: %s", exc)
 
     # -- live ------------------------------------------------------------------
@@ -188,10 +192,12 @@ class Delivery:
                     framed = framed or protocol.with_id(body, f"{self.epoch}:{new}")
                     conn.send(framed)
                     state.cursor = new
+                    hooks.live_write(new)
                 elif parse_id(new) > parse_id(state.cursor):
                     self._start_pump(conn)
 
     def on_bus_message(self, user_id: str, header: dict[str, Any], body: bytes) -> None:
+        hooks.bus_in()
         kind = header.get("k")
         if kind == "m":
             self.deliver(user_id, {d: (p, i) for d, (p, i) in header["e"].items()}, body)
@@ -210,6 +216,7 @@ class Delivery:
         self.hub.broadcast(self.hub.user_connections(user_id, exclude_device=device_id), body)
         assert self.bus is not None
         await self.bus.publish(user_id, {"k": "st", "d": device_id}, body)
+        hooks.bus_out()
 
     # -- recovery and housekeeping ---------------------------------------------
     async def resync_all(self) -> None:

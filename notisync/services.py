@@ -17,6 +17,7 @@ from notisync.devices import DeviceService
 from notisync.embedded import EmbeddedRedis
 from notisync.hub import Hub
 from notisync.recipients import Recipients
+from notisync.runtime.metrics import hooks
 from notisync.sync import NotificationService
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
@@ -130,6 +131,7 @@ class Services:
             try:
                 await job()
             except (RedisError, OSError) as exc:
+                hooks.error(exc)
                 log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
             except Exception:  # a background loop must survive any one failure
                 log.exception("%s failed", getattr(job, "__name__", job))

@@ -19,6 +19,7 @@ from notisync.delivery import Delivery
 from notisync.devices import DeviceService
 from notisync.errors import ApiError, BadRequest, NotFound, Unavailable
 from notisync.recipients import DeviceList, Recipients
+from notisync.runtime.metrics import hooks
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.streams import EpochMismatch, StaleDevices, Streams
@@ -77,6 +78,7 @@ class NotificationService:
         if not created:
             if source_device_id:  # nothing is sent, so ask the store itself (a rare path)
                 await self.devices.require_live(user_id, source_device_id)
+            hooks.ingested("duplicate")
             return stored, False
         try:
             view = notification_view(stored)
@@ -87,6 +89,7 @@ class NotificationService:
         except ApiError:  # the sender turned out revoked, or the list kept changing
             await self.store.delete_notification(user_id, stored["id"])
             raise
+        hooks.ingested("stored")
         return stored, True
 
     async def act(
@@ -159,6 +162,7 @@ class NotificationService:
             except StaleDevices:
                 pass
             else:
+                hooks.bus_out(1 if appended else 0)  # the append script published iff it appended
                 self.delivery.deliver(user_id, appended, body)
                 return
             entry = await self.recipients.load(user_id)

@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
     ProcessCollector, disable_created_metrics, generate_latest,
 )
+from prometheus_client import exposition
 from prometheus_client.core import GaugeMetricFamily
 from redis import exceptions as redis_errors
 
@@ -32,7 +33,9 @@ LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format every Prometheus version reads (newer clients
+# default to announcing 1.0.0; the bytes are the same for what we expose).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATEST)
 
 
 def _noop(*_: Any) -> None:
@@ -50,7 +53,7 @@ class Hooks:
         self.replay: Callable[[], None] = _noop                 # a socket (re)reads its stream
         self.sync_required: Callable[[str], None] = _noop       # reason
         self.bus_in: Callable[[], None] = _noop
-        self.bus_out: Callable[[], None] = _noop
+        self.bus_out: Callable[..., None] = _noop         # optional count
         self.error: Callable[[BaseException], None] = _noop     # a Redis or store failure
 
 
@@ -101,8 +104,9 @@ def enable(hub: Any, node_id: str) -> CollectorRegistry:
     bus = Counter("notisync_bus_messages_total",
                   "Pub/sub messages between nodes: published by this node (out), handled from others (in).",
                   ["direction"], registry=reg)
-    hooks.bus_in = bus.labels("in").inc
-    hooks.bus_out = bus.labels("out").inc
+    bus_in, bus_out = bus.labels("in"), bus.labels("out")
+    hooks.bus_in = bus_in.inc
+    hooks.bus_out = bus_out.inc  # bus_out(n) counts n publications (0 allowed)
 
     redis_err = Counter("notisync_redis_errors_total", "Failed Redis operations, by kind.", ["kind"], registry=reg)
     store_err = Counter("notisync_store_errors_total", "Failed document-store operations, by kind.",
