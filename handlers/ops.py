@@ -1,11 +1,13 @@
-"""Operator endpoints: GET /metrics (Prometheus text format)."""
+"""Operator endpoints: GET /metrics (Prometheus text format), GET /api/v1/openapi.json."""
 from __future__ import annotations
 
+import functools
 import hmac
 from typing import Any
 
 from handlers.base import BaseHandler
 from notisync.errors import Unauthorized
+from notisync.openapi.document import build
 from notisync.runtime import metrics
 
 
@@ -33,8 +35,21 @@ class MetricsHandler(BaseHandler):
         self.finish(metrics.render())
 
 
+class OpenApiHandler(BaseHandler):
+    auth_required = False
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-cache")
+        self.respond(200, _document(self.services.settings.metrics))
+
+
+@functools.cache
+def _document(metrics_enabled: bool) -> dict[str, Any]:
+    return build(metrics=metrics_enabled)
+
+
 def routes(settings: Any) -> list[tuple[str, type]]:
-    found: list[tuple[str, type]] = []
+    found: list[tuple[str, type]] = [(r"/api/v1/openapi.json", OpenApiHandler)]
     if settings.metrics:
         found.append((r"/metrics", MetricsHandler))
     return found

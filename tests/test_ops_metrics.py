@@ -1,7 +1,6 @@
 """GET /metrics during a real two-node workload: every family, with values the clients can check."""
 from __future__ import annotations
 
-import asyncio
 import shutil
 import urllib.error
 import urllib.request
