@@ -48,7 +48,7 @@ class BaseHandler(tornado.web.RequestHandler):
         origin = self.request.headers.get("Origin")
         if origin and self.services.settings.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID, X-Request-ID")
             self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
