@@ -25,7 +25,11 @@ _access_log = logging.getLogger("tornado.access")
 
 
 class RequestIdTransform(tornado.web.OutputTransform):
+    #: (compiled route, "GET, OPTIONS") for the Allow header of a 405 (RFC 9110 15.5.6).
+    allow: list[tuple[re.Pattern[str], str]] = []
+
     def __init__(self, request: HTTPServerRequest) -> None:
+        self.path = request.path
         self.request_id = request_id_from(request.headers.get("X-Request-ID"))
         request.request_id = self.request_id  # type: ignore[attr-defined]
         # The handler's task is created after this, so it inherits the id.
@@ -35,7 +39,25 @@ class RequestIdTransform(tornado.web.OutputTransform):
         self, status_code: int, headers: HTTPHeaders, chunk: bytes, finishing: bool
     ) -> tuple[int, HTTPHeaders, bytes]:
         headers["X-Request-ID"] = self.request_id
+        if status_code == 405 and "Allow" not in headers:
+            # Tornado refuses unknown methods (TRACE) before any handler code runs.
+            allowed = next((methods for pattern, methods in self.allow if pattern.fullmatch(self.path)), None)
+            if allowed:
+                headers["Allow"] = allowed
         return status_code, headers, chunk
+
+
+def request_transform(routes: Iterable[Any]) -> type[RequestIdTransform]:
+    """The transform for an application with these routes."""
+    table = [(re.compile(route[0]), ", ".join(m.upper() for m in handler_methods(route[1]))) for route in routes]
+    return type("RequestTransform", (RequestIdTransform,), {"allow": table})
+
+
+def handler_methods(handler: type) -> list[str]:
+    """The HTTP methods a handler class implements itself."""
+    base = tornado.web.RequestHandler
+    return [m for m in ("get", "head", "post", "put", "patch", "delete", "options")
+            if getattr(handler, m) is not getattr(base, m)]
 
 
 def template(pattern: str, handler: type) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tornado.web
 
 from handlers import auth, devices, health, notifications, ops, stats, web, ws
-from handlers.access import RequestIdTransform, log_request, route_templates
+from handlers.access import log_request, request_transform, route_templates
 from handlers.base import NotFoundHandler
 from notisync.runtime import metrics
 from notisync.config import Settings
@@ -24,7 +24,7 @@ def make_app(services: Services) -> tornado.web.Application:
         metrics.enable(services.hub, s.node_id)
     return tornado.web.Application(
         routes,
-        transforms=[RequestIdTransform],
+        transforms=[request_transform(routes)],
         services=services,
         route_templates=route_templates(routes),
         default_handler_class=NotFoundHandler,
