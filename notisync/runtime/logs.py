@@ -103,6 +103,8 @@ def configure(settings: Any) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, settings.log_level, logging.INFO))
+    # Python warnings become records too, so a JSON log stays one object per line.
+    logging.captureWarnings(True)
     warn_if_unencrypted(settings)
 
 
