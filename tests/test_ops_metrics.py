@@ -5,8 +5,6 @@ import shutil
 import urllib.error
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.harness import WS, Node, RedisServer, call, new_user, short_tmpdir, ws_connect
 
 POSTS = 12
@@ -31,6 +29,8 @@ FAMILIES = {
 
 async def scrape(node: Node, token: str | None = None) -> dict[str, dict[tuple, float]]:
     """name -> {(sample name, sorted labels): value}"""
+    from prometheus_client.parser import text_string_to_metric_families
+
     r = await call(node, "GET", "/metrics", headers={"Authorization": f"Bearer {token}"} if token else None)
     assert r.status == 200, r.body
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
