@@ -191,8 +191,18 @@ def test_dockerfile_lints_clean_and_runs_unprivileged() -> None:
     assert re.search(r"^HEALTHCHECK .*\n.*127\.0\.0\.1:8080/health", text, re.M)
 
 
-def test_compose_file_runs_two_nodes_behind_a_tls_proxy() -> None:
-    with open(os.path.join(DEPLOY, "compose.yaml")) as f:
+def test_compose_file_validates_and_runs_two_nodes_behind_a_tls_proxy() -> None:
+    compose_bin = need("docker-compose", "apt-get install docker-compose")
+    path = os.path.join(DEPLOY, "compose.yaml")
+    # docker-compose 1.29 checks the file against the Compose spec without an engine.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTISYNC_")}
+    ok = subprocess.run([compose_bin, "-f", path, "config", "-q"], capture_output=True, text=True,
+                        env={**env, "NOTISYNC_JWT_SECRET": "test-secret"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # Nodes must share one JWT secret: without it the file refuses to start anything.
+    refused = subprocess.run([compose_bin, "-f", path, "config", "-q"], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "NOTISYNC_JWT_SECRET" in refused.stderr
+    with open(path) as f:
         compose = yaml.safe_load(f)  # resolves the x-node anchor
     services = compose["services"]
     assert set(services) == {"node1", "node2", "redis", "mongo", "nginx"}
