@@ -67,15 +67,13 @@ def template(pattern: str, handler: type) -> str:
     the metrics and the OpenAPI path are the same string.
     """
     names: list[str] = []
-    for method in ("get", "put", "post", "delete"):
-        fn = getattr(handler, method, None)
-        if fn is not None and fn is not getattr(tornado.web.RequestHandler, method, None):
-            params = list(inspect.signature(fn).parameters)[1:]
-            names = [p for p in params if p not in ("include_body", "args", "kwargs")]
-            if names:
-                break
-    count = iter(range(1000))
-    path = _GROUP.sub(lambda _: "{%s}" % (names[next(count)] if names else "param"), pattern)
+    for method in handler_methods(handler):
+        params = list(inspect.signature(getattr(handler, method)).parameters)[1:]
+        names = [p for p in params if p not in ("include_body", "args", "kwargs")]
+        if names:
+            break
+    names.reverse()  # consumed from the end, left to right
+    path = _GROUP.sub(lambda _: "{%s}" % (names.pop() if names else "param"), pattern)
     return path.rstrip("$")
 
 
