@@ -79,3 +79,21 @@ def test_listening_beyond_loopback_warns_about_plain_http() -> None:
     assert not [r for r in quiet if "unencrypted" in r["message"]]
     local = _start_and_read(["--log-format", "json"])
     assert not [r for r in local if "unencrypted" in r["message"]]
+
+
+def test_text_and_json_formatters_redact_what_slips_into_a_message() -> None:
+    """The second line of defence: a message that quotes a URL, a header or a body is masked."""
+    import logging
+
+    from notisync.runtime.logs import ContextFilter, JsonFormatter, TextFormatter
+
+    record = logging.LogRecord(
+        "tornado.application", logging.ERROR, __file__, 1,
+        'Uncaught exception GET /ws?token=%s&device_id=d1&q=%s (%s) {"password": "%s", "body": "%s"}',
+        ("eyJtok.en", "private%20words", "Bearer abc.def", "hunter22", "the content"), None)
+    ContextFilter("node1").filter(record)
+    for formatter in (TextFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        for secret in ("eyJtok.en", "private", "words", "abc.def", "hunter22", "the content"):
+            assert secret not in line, (type(formatter).__name__, line)
+        assert "device_id=d1" in line  # everything else stays readable
