@@ -46,6 +46,7 @@ async def test_schemathesis_finds_no_server_error_or_schema_violation() -> None:
              "--generation-deterministic", "--workers", "1",
              "--request-timeout", "15", "--no-color"],
             capture_output=True, text=True, timeout=300,
+            cwd=node.data_dir,  # its cache (.schemathesis/) goes with the node's data, not the checkout
         )
         output = run.stdout + run.stderr
         print(output[-1200:])  # the summary, for `pytest -s`
