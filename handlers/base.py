@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -16,6 +15,7 @@ from tornado.web import HTTPError
 from notisync.errors import (
     ApiError, BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, dependency_failure,
 )
+from notisync.hooks import hooks
 
 if TYPE_CHECKING:  # the runtime builds the app from these handlers: no import back up
     from notisync.runtime.services import Services
@@ -68,14 +68,14 @@ class BaseHandler(ServiceHandler):
         if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
-            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location")
+            self.set_header("Access-Control-Expose-Headers", "Retry-After, Location, X-Request-ID")
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered without auth, since it carries no token."""
         origin = self.request.headers.get("Origin")
         if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Device-ID, X-Request-ID")
             self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
@@ -148,6 +148,8 @@ class BaseHandler(ServiceHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is not None:
+            hooks.error(exc)  # counts Redis/store failures, ignores the rest
         exc = dependency_failure(exc) or exc if exc is not None else None
         if isinstance(exc, ApiError):
             self.set_status(exc.status)
@@ -179,15 +181,3 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         raise NotFound("no such route", code="route_not_found")
 
-
-_TOKEN_RE = re.compile(r"(token=)[^&\s]+")
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log with ``token=`` masked: URLs of /ws carry bearer tokens."""
-    status = handler.get_status()
-    logger = logging.getLogger("tornado.access")
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    uri = _TOKEN_RE.sub(r"\1***", handler.request.uri or "")
-    ms = 1000.0 * handler.request.request_time()
-    logger.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method, uri, handler.request.remote_ip, ms)

@@ -27,6 +27,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from notisync.delivery.subscriber import Subscriber
+from notisync.hooks import hooks
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class Outbox:
             return
         self._frames = []
         self._state.unsent = None
+        hooks.frames_written(len(frames))
         if written is not None and not written.done():
             self.in_flight += len(frames)
             written.add_done_callback(functools.partial(self._written, len(frames)))

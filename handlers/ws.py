@@ -22,6 +22,7 @@ from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
 from notisync.delivery.subscriber import Subscriber
 from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
+from notisync.hooks import hooks
 from notisync.views import notification_view
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
                 await self.services.delivery.connect(self, device, last_id)
                 await self.services.devices.touch(self.user_id, self.device_id)
         except Exception as exc:  # any failure here leaves the socket useless
+            hooks.error(exc)
             if dependency_failure(exc) is None:
                 log.exception("websocket setup failed")
             else:
@@ -197,6 +199,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         except ApiError as exc:
             self._send_error(exc, frame_id)
         except Exception as exc:  # a frame must never kill the socket
+            hooks.error(exc)
             mapped = dependency_failure(exc)
             if mapped is None:
                 log.exception("websocket frame failed")
@@ -229,6 +232,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             self.send(protocol.frame(protocol.ACK, {"id": frame_id, **ack}))
 
     def _send_error(self, exc: ApiError, frame_id: str | None) -> None:
+        hooks.error(exc)  # counts it if a Redis/store failure caused it
         data: dict[str, Any] = exc.to_dict()
         if frame_id is not None:
             data["id"] = frame_id

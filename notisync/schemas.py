@@ -18,6 +18,19 @@ ACTIONS = ("read", "dismissed", "clicked")
 MAX_PAGE = 200
 
 
+class WholeNumber(fields.Integer):
+    """An integer as JSON means it: ``2`` and ``2.0`` are the same number
+    (JSON Schema's "integer" agrees), while ``2.5``, ``"2"`` and ``true`` are not."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class _Base(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -60,7 +73,7 @@ class NotificationCreateSchema(_Base):
     body = fields.String(load_default="", allow_none=True, validate=validate.Length(max=16000))
     category = fields.String(load_default="Personal", validate=validate.OneOf(CATEGORIES))
     # Android's range (PRIORITY_MIN -2 … PRIORITY_MAX 2), with room above it.
-    priority = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=-2, max=5))
+    priority = WholeNumber(load_default=0, validate=validate.Range(min=-2, max=5))
     source_device_id = fields.UUID(load_default=None, allow_none=True)
     source_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=512))
 

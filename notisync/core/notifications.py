@@ -20,6 +20,7 @@ from notisync.core.pending import PendingClears
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.recipients import DeviceList
 from notisync.errors import BadRequest, NotFound, Unavailable
+from notisync.hooks import hooks
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 
@@ -95,8 +96,10 @@ class NotificationService:
                 await self.devices.require_live(user_id, source_device_id)
             if stored.get("pending"):
                 await self.finish(stored)
+            hooks.ingested("duplicate")
             return stored, False
         await self.finish(stored, targets, sender_must_be_live=True)
+        hooks.ingested("stored")
         return stored, True
 
     async def finish(

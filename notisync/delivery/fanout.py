@@ -15,6 +15,7 @@ from notisync import protocol
 from notisync.delivery.recipients import DeviceList, Recipients
 from notisync.delivery.replay import Delivery
 from notisync.errors import NotFound, Unavailable
+from notisync.hooks import hooks
 from store.streams import EpochMismatch, StaleDevices, Streams
 
 # Device lists that change under a fan-out this often in a row mean churn
@@ -61,6 +62,7 @@ class FanOut:
             else:
                 if appended is not None:  # None: an earlier attempt appended it
                     self.delivery.deliver(user_id, appended, body)
+                hooks.bus_out(1 if appended else 0)  # the script published iff it appended
                 return
             entry = await self.recipients.load(user_id)
             if sender_must_be_live and source is not None and source not in entry.devices:

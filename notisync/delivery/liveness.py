@@ -12,6 +12,7 @@ from notisync import protocol
 from notisync.delivery import events
 from notisync.delivery.hub import Hub
 from notisync.delivery.subscriber import Connection
+from notisync.hooks import hooks
 from store.bus import Bus
 from store.presence import Presence
 
@@ -37,6 +38,7 @@ class Liveness:
         body = protocol.frame(protocol.DEVICE_STATUS, {"device_id": device_id, "status": status})
         self.broadcast_status(user_id, device_id, body)
         await self.bus.publish(user_id, events.encode(events.DeviceStatus(device_id)), body)
+        hooks.bus_out()
 
     def broadcast_status(self, user_id: str, device_id: str, body: bytes) -> None:
         self.hub.broadcast(self.hub.user_connections(user_id, exclude_device=device_id), body)

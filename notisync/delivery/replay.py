@@ -34,6 +34,7 @@ from notisync.delivery.hub import Hub
 from notisync.delivery.liveness import Liveness
 from notisync.delivery.recipients import Recipients
 from notisync.delivery.subscriber import Connection
+from notisync.hooks import hooks
 from store.bus import Bus
 from store.documents import Record
 from store.streams import ZERO, Streams, is_stream_id, parse_id
@@ -109,6 +110,7 @@ class Delivery:
         return await self.streams.last_id(conn.device_id) if at_end else ZERO
 
     def _send_sync_required(self, conn: Connection, reason: str) -> None:
+        hooks.sync_required(reason)
         conn.send(protocol.frame(protocol.SYNC_REQUIRED, {"reason": reason}))
 
     # -- replay ----------------------------------------------------------------
@@ -116,6 +118,7 @@ class Delivery:
         """Write the stream after the socket's cursor until caught up (step 3)."""
         sub = conn.subscriber
         sub.pumping = True
+        hooks.replay()
         try:
             while True:
                 sub.dirty = False
@@ -149,6 +152,7 @@ class Delivery:
             await self._pump(conn)
         except (RedisError, OSError) as exc:
             # The next wake-up or the bus's reconnect re-syncs this socket.
+            hooks.error(exc)
             log.warning("replay for a socket failed: %s", exc)
 
     # -- live ------------------------------------------------------------------
@@ -168,11 +172,13 @@ class Delivery:
                     framed = framed or protocol.with_id(body, f"{self.epoch}:{new}")
                     conn.send(framed)
                     sub.cursor = new
+                    hooks.live_write(new)
                 elif parse_id(new) > parse_id(sub.cursor):
                     self._start_pump(conn)
 
     def on_bus_message(self, user_id: str, header: dict[str, Any], body: bytes) -> None:
         """Another node's event for a user with sockets here (``notisync/delivery/events.py``)."""
+        hooks.bus_in()
         event = events.decode(header)
         if isinstance(event, events.NewEntries):
             self.deliver(user_id, event.entries, body)
@@ -189,6 +195,7 @@ class Delivery:
         """Close the device's sockets on this node and every other."""
         self._close_device(user_id, device_id)
         await self.bus.publish(user_id, events.encode(events.Revoked(device_id)))
+        hooks.bus_out()
 
     def _close_device(self, user_id: str, device_id: str) -> None:
         for conn in self.hub.device_connections(user_id, device_id):

@@ -11,9 +11,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from notisync.runtime.ops_settings import OPS_FLAGS, OpsSettings, check as check_ops, yes
+
 
 @dataclass
-class Settings:
+class Settings(OpsSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "./data"
@@ -58,6 +60,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
+    **OPS_FLAGS,
 }
 
 
@@ -74,6 +77,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
             type=typ,
             default=os.environ.get(env, default),
             help=f"{help_text} [env {env}]",
+            **({"nargs": "?", "const": "on"} if typ is yes else {}),  # --behind-proxy alone means on
         )
     args = parser.parse_args(argv)
     values = vars(args)
@@ -83,6 +87,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     settings.event_loop = settings.event_loop.lower()
     if settings.event_loop not in EVENT_LOOPS:
         parser.error(f"--event-loop must be one of {', '.join(EVENT_LOOPS)}")
+    if (problem := check_ops(settings)) is not None:
+        parser.error(problem)
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
@@ -95,4 +101,4 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def _coerce(name: str, value: object) -> object:
     # Environment values arrive as strings; argparse only converts flags.
     typ = _FLAGS[name.replace("_", "-")][1]
-    return typ(value) if value is not None and not isinstance(value, typ) else value
+    return typ(value) if value is not None and not (isinstance(typ, type) and isinstance(value, typ)) else value

@@ -4,13 +4,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from typing import Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
 from notisync import protocol
-from notisync.runtime import gctune
+from notisync.runtime import gctune, logs
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings
 from notisync.runtime.memory import limit_malloc_arenas
@@ -29,7 +28,7 @@ FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 async def serve(settings: Settings) -> None:
     services = await Services.create(settings)
     app = make_app(services)
-    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT)
+    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy)
     server.listen(settings.port, settings.host)
     gctune.tune_after_startup()
     log.info(
@@ -95,11 +94,7 @@ async def _until(done: Callable[[], bool], seconds: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()  # before the store's worker thread starts
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))

@@ -22,6 +22,7 @@ from notisync.delivery.positions import Positions
 from notisync.delivery.recipients import Recipients
 from notisync.delivery.replay import Delivery
 from notisync.errors import Unavailable
+from notisync.hooks import hooks
 from notisync.runtime.config import Settings
 from notisync.runtime.embedded import EmbeddedRedis
 from notisync.runtime.lifecycle import Lifecycle
@@ -214,6 +215,7 @@ class Services:
         try:
             await job()
         except (RedisError, OSError, Unavailable) as exc:
+            hooks.error(exc)
             log.warning("%s failed: %s", getattr(job, "__name__", job), exc)
         except Exception:  # a background loop must survive any one failure
             log.exception("%s failed", getattr(job, "__name__", job))
