@@ -8,6 +8,7 @@ never built here (README "Operations").
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -146,8 +147,13 @@ async def test_nginx_config_checks_and_proxies_rest_and_websocket(redis_server: 
                                    raise_error=False)
         assert plain.code == 301 and plain.headers["Location"].startswith("https://")
         # The proxy's access log has paths, never the token in /ws?token=….
-        with open(os.path.join(prefix, "access.log")) as f:
-            access = f.read()
+        # nginx logs an upgraded request once that connection has ended: wait for the line.
+        for _ in range(100):
+            with open(os.path.join(prefix, "access.log")) as f:
+                access = f.read()
+            if '"GET /ws"' in access:
+                break
+            await asyncio.sleep(0.05)
         assert '"GET /ws"' in access and token not in access and "token=" not in access
     finally:
         proc.terminate()
