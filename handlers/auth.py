@@ -1,4 +1,4 @@
-"""POST /auth/register, /auth/login, /auth/refresh."""
+"""POST /auth/register, /auth/login, /auth/refresh, /auth/logout, /auth/logout-all."""
 from __future__ import annotations
 
 from handlers.base import BaseHandler
@@ -19,7 +19,8 @@ class LoginHandler(BaseHandler):
 
     async def post(self) -> None:
         data = schemas.load(schemas.LOGIN, self.json_body())
-        result = await self.services.accounts.login(data["email"], data["password"], self.request.remote_ip or "")
+        result = await self.services.accounts.login(
+            data["email"], data["password"], self.request.remote_ip or "", data.get("device_id"))
         self.respond(200, result)
 
 
@@ -31,8 +32,22 @@ class RefreshHandler(BaseHandler):
         self.respond(200, await self.services.accounts.refresh(data["refresh_token"]))
 
 
+class LogoutHandler(BaseHandler):
+    async def post(self) -> None:
+        await self.services.accounts.logout(self.session)
+        self.respond(204)
+
+
+class LogoutAllHandler(BaseHandler):
+    async def post(self) -> None:
+        await self.services.accounts.logout_all(self.session)
+        self.respond(204)
+
+
 routes = [
     (r"/api/v1/auth/register", RegisterHandler),
     (r"/api/v1/auth/login", LoginHandler),
     (r"/api/v1/auth/refresh", RefreshHandler),
+    (r"/api/v1/auth/logout", LogoutHandler),
+    (r"/api/v1/auth/logout-all", LogoutAllHandler),
 ]

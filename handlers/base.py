@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.web import HTTPError
 
+from notisync.core.sessions import Session
 from notisync.errors import (
-    ApiError, BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, dependency_failure,
+    ApiError, BadRequest, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable, dependency_failure,
 )
 from notisync.hooks import hooks
 
@@ -59,6 +60,7 @@ class BaseHandler(ServiceHandler):
     auth_required = True
 
     user_id: str
+    session: Session
 
     # -- plumbing -----------------------------------------------------------
     def set_default_headers(self) -> None:
@@ -93,7 +95,8 @@ class BaseHandler(ServiceHandler):
         if length.isdigit() and int(length) > limit:
             raise TooLarge(f"request body is larger than {limit} bytes")
         if self.request.method != "OPTIONS" and self.auth_required:
-            self.user_id = self._authenticate()
+            self.session = await self._authenticate()
+            self.user_id = self.session.user_id
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished or self._too_large:
@@ -104,11 +107,20 @@ class BaseHandler(ServiceHandler):
             return
         self._body.extend(chunk)
 
-    def _authenticate(self) -> str:
+    async def _authenticate(self) -> Session:
         token = self.bearer_token()
         if token is None:
             raise Unauthorized("missing bearer token", code="missing_token")
-        return self.services.tokens.verify(token, "access")
+        return await self.services.sessions.verify(token, "access")
+
+    def acting_device(self, requested: str | None) -> str | None:
+        """The device the caller acts as: a bound session's own (another id: 403), else ``requested``."""
+        bound = self.session.device_id
+        if bound is None:
+            return requested
+        if requested is not None and requested != bound:
+            raise Forbidden("this session belongs to another device", code="device_mismatch")
+        return bound
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):

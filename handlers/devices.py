@@ -12,7 +12,11 @@ class DevicesHandler(BaseHandler):
     async def post(self) -> None:
         data = schemas.load(schemas.DEVICE_CREATE, self.json_body())
         device, created = await self.services.devices.create(self.user_id, data)
-        self.respond(201 if created else 200, device, location=f"/api/v1/devices/{device['id']}")
+        # A session of the device's own: the client keeps it and drops the one it
+        # signed in with, so revoking this device ends it (SPEC "Sessions").
+        session = await self.services.accounts.new_session(self.user_id, device["id"])
+        self.respond(201 if created else 200, {**device, "session": session},
+                     location=f"/api/v1/devices/{device['id']}")
 
 
 class DeviceHandler(BaseHandler):

@@ -9,7 +9,8 @@ from notisync.views import notification_view
 class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         data = schemas.load(schemas.NOTIFICATION_CREATE, self.json_body())
-        record, created = await self.services.notifications.create(self.user_id, data, self.device_header())
+        source = self.acting_device(self.device_header() or data.get("source_device_id"))
+        record, created = await self.services.notifications.create(self.user_id, data, source)
         view = notification_view(record)
         self.respond(201 if created else 200, view, location=f"/api/v1/notifications/{view['id']}")
 
@@ -28,7 +29,7 @@ class NotificationHandler(BaseHandler):
 class ActionHandler(BaseHandler):
     async def put(self, notification_id: str) -> None:
         data = schemas.load(schemas.ACTION, self.json_body())
-        device_id = data.get("device_id") or self.device_header()
+        device_id = self.acting_device(data.get("device_id") or self.device_header())
         record = await self.services.notifications.act(self.user_id, notification_id, data["action"], device_id)
         self.respond(200, notification_view(record))
 

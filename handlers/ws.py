@@ -21,7 +21,7 @@ from handlers.base import ServiceHandler
 from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
 from notisync.delivery.subscriber import Subscriber
-from notisync.errors import ApiError, NotFound, Unauthorized, Unavailable, dependency_failure
+from notisync.errors import ApiError, Forbidden, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.hooks import hooks
 from notisync.views import notification_view
 
@@ -39,6 +39,7 @@ ABUSE_LIMIT = 50  # consecutive rejected frames before the socket is closed
 class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
     user_id: str
     device_id: str
+    session_id: str
 
     def check_origin(self, origin: str) -> bool:
         return self.origin_allowed(origin)
@@ -89,10 +90,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         token = self.get_query_argument("token", None) or self.bearer_token()
         if not token:
             raise Unauthorized("missing token")
-        self.user_id = self.services.tokens.verify(token, "access")
+        session = await self.services.sessions.verify(token, "access")
+        self.user_id, self.session_id = session.user_id, session.session_id
         device_id = self.get_query_argument("device_id", None)
         if not device_id:
             raise NotFound("missing device_id")
+        if session.device_id is not None and device_id != session.device_id:
+            raise Forbidden("this session belongs to another device")
+        self._expire_at(session.expires_at)
         device = await self.services.devices.require_live(self.user_id, device_id)
         self.device_id = device_id
         return device
@@ -117,8 +122,25 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         # Tornado's own path for a dropped connection: abort the stream, then on_close.
         self.on_connection_close()
 
+    def _expire_at(self, expires_at: int) -> None:
+        """Close with 1008 when the access token expires, unless a ``reauth`` moves this first."""
+        timer = getattr(self, "_expiry", None)
+        if timer is not None:
+            timer.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self.close, protocol.CLOSE_POLICY, "token expired")
+
+    async def _reauth(self, token: str) -> None:
+        session = await self.services.sessions.verify(token, "access")
+        if session.session_id != self.session_id:
+            raise Unauthorized("reauth needs a token of this socket's own session", code="invalid_token")
+        self._expire_at(session.expires_at)
+
     def on_close(self) -> None:
         self._closed = True
+        timer = getattr(self, "_expiry", None)
+        if timer is not None:
+            timer.cancel()
         outbox = getattr(self, "_outbox", None)
         if outbox is not None:
             outbox.drop()  # before cleanup saves the cursor
@@ -219,6 +241,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             fields = schemas.load(schemas.WS_ACTION, data)
             await notifications.act(self.user_id, fields["notification_id"], fields["action"], self.device_id)
             ack["notification_id"] = fields["notification_id"]
+        elif kind == protocol.REAUTH:
+            await self._reauth(schemas.load(schemas.WS_REAUTH, data)["token"])
         elif kind == protocol.STREAM_ACK:
             fields = schemas.load(schemas.WS_STREAM_ACK, data)
             self.services.positions.stream_ack(self.subscriber, fields["last_id"])

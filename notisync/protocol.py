@@ -16,6 +16,7 @@ import orjson
 PING = "ping"
 NOTIFICATION_ACTION = "notification_action"
 NEW_NOTIFICATION = "new_notification"
+REAUTH = "reauth"  # {token}: keep the socket past its token's expiry
 STREAM_ACK = "stream_ack"  # {last_id}: the client has handled its stream up to there
 # server -> client
 PONG = "pong"

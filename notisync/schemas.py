@@ -44,6 +44,8 @@ class RegisterSchema(_Base):
 class LoginSchema(_Base):
     email = fields.String(required=True, validate=validate.Length(min=1, max=254))
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    # A live device of this user: the new session is bound to it.
+    device_id = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
 
 
 class RefreshSchema(_Base):
@@ -86,6 +88,12 @@ class ActionSchema(_Base):
 class WsActionSchema(_Base):
     notification_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+
+
+class WsReauthSchema(_Base):
+    """``reauth``: a fresh access token of the socket's own session, before the old one expires."""
+
+    token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
 
 
 class WsStreamAckSchema(_Base):
@@ -156,4 +164,5 @@ NOTIFICATION_CREATE = NotificationCreateSchema()
 ACTION = ActionSchema()
 WS_ACTION = WsActionSchema()
 WS_STREAM_ACK = WsStreamAckSchema()
+WS_REAUTH = WsReauthSchema()
 NOTIFICATION_LIST = NotificationListSchema()

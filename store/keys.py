@@ -41,5 +41,13 @@ class Keys:
     def user_from_channel(self, channel: str) -> str:
         return channel.rsplit(":", 1)[1]
 
+    def session(self, session_id: str) -> str:
+        """A live session (sign-in): hash {user, device}; gone = ended. Expires with its refresh tokens."""
+        return f"{self.prefix}:se:{session_id}"
+
+    def user_sessions(self, user_id: str) -> str:
+        """Set of the user's session ids (some may have expired: their hash is gone)."""
+        return f"{self.prefix}:us:{user_id}"
+
     def login_attempts(self, email: str, client: str) -> str:
         return f"{self.prefix}:rl:login:{email}:{client}"

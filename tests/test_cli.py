@@ -179,7 +179,9 @@ async def test_expired_access_token_is_refreshed_once(node, cli, user):
     with open(os.path.join(node.data_dir, "jwt_secret"), encoding="ascii") as f:
         secret = f.read().strip()
     now = int(time.time())
-    expired = jwt.encode({"sub": user.id, "type": "access", "iat": now - 999, "exp": now - 9}, secret, "HS256")
+    sid = jwt.decode(cli.session()["access_token"], options={"verify_signature": False})["sid"]  # the CLI's session
+    expired = jwt.encode({"sub": user.id, "sid": sid, "type": "access", "iat": now - 999, "exp": now - 9},
+                         secret, "HS256")
 
     def expire(**changes: str) -> dict[str, Any]:
         session = {**cli.session(), "access_token": expired, **changes}

@@ -231,9 +231,11 @@ async def test_rename_and_revoke_from_the_devices_panel(dash_node: Node, browser
     await b.page.wait_for_timeout(700)
     assert len(b.sockets) == b_sockets
 
-    # Registering again gives B a new device id, which A sees come online.
+    # Revoking B's device ended B's session too (SPEC "Sessions": a lost laptop is cut
+    # off), so registering again means signing in again, and B gets a new device id.
     await b.page.get_by_role("button", name="Register this browser again").click()
-    await b.connected()
+    await expect(b.page.get_by_label("Email")).to_be_visible()
+    await auth(b, email, "Log in")
     new_id = await b.device_id()
     assert new_id != b_id
     await expect(a.page.locator(f"#devices > li[data-id='{new_id}'] .status")).to_have_text("online")

@@ -60,6 +60,6 @@ async def test_a_notification_is_appended_once_and_a_cancelled_one_never(redis: 
 
 
 def test_events_published_from_python_round_trip() -> None:
-    for event in (events.DeviceStatus("d1"), events.Revoked("d2")):
+    for event in (events.DeviceStatus("d1"), events.Revoked("d2"), events.SessionEnded(("s1", "s2"))):
         assert events.decode(events.encode(event)) == event
     assert events.decode({"k": "from-a-newer-node"}) is None

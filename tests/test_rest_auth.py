@@ -198,7 +198,8 @@ async def test_forged_tokens_are_refused(node):
     user = await new_user(node)
     secret = read_secret(node)
     now = int(time.time())
-    claims = {"sub": user.id, "type": "access", "iat": now, "exp": now + 600}
+    sid = jwt.decode(user.token, options={"verify_signature": False})["sid"]  # a live session of the user
+    claims = {"sub": user.id, "sid": sid, "type": "access", "iat": now, "exp": now + 600}
     # control: a token we sign with the node's secret is accepted, so the refusals below are about the token
     good = jwt.encode(claims, secret, algorithm="HS256")
     assert (await call(node, "GET", f"{API}/devices", token=good)).status == 200
@@ -208,8 +209,11 @@ async def test_forged_tokens_are_refused(node):
     alg_none = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}."
     alg_none_signed = f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}.{good.split('.')[2]}"
     no_type = jwt.encode({k: v for k, v in claims.items() if k != "type"}, secret, algorithm="HS256")
+    no_session = jwt.encode({k: v for k, v in claims.items() if k != "sid"}, secret, algorithm="HS256")
+    made_up_session = jwt.encode({**claims, "sid": "0" * 32}, secret, algorithm="HS256")
     for label, token in {"expired": expired, "other secret": other_secret, "alg none": alg_none,
-                         "alg none with signature": alg_none_signed, "no type claim": no_type}.items():
+                         "alg none with signature": alg_none_signed, "no type claim": no_type,
+                         "no session": no_session, "a session that never was": made_up_session}.items():
         r = await call(node, "GET", f"{API}/devices", token=token)
         assert r.status == 401, (label, r.status, r.body)
         assert_error(r, 401)

@@ -29,7 +29,11 @@ async def test_create_returns_the_device(node):
     before = dt.datetime.now(dt.timezone.utc)
     r = await create(user, device_name="Pixel 8", device_type="mobile", push_token="fcm:abc")
     assert r.status == 201, r.body
-    d = r.body
+    d = dict(r.body)
+    # SPEC "Sessions": the device's own session comes with it
+    session = d.pop("session")
+    assert set(session) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert session["token_type"] == "Bearer" and session["expires_in"] == 900
     assert set(d) == DEVICE_KEYS
     assert str(uuid.UUID(d["id"])) == d["id"]
     assert (d["device_name"], d["device_type"], d["status"], d["last_seen"]) == ("Pixel 8", "mobile", "offline", None)
@@ -66,7 +70,8 @@ async def test_client_chosen_id_is_idempotent_for_the_same_user(node):
     # a retry (even with different fields) gets the stored record back, unchanged
     again = await create(user, id=device_id, device_name="Renamed?", device_type="desktop")
     assert again.status == 200, again.body
-    assert again.body == first.body
+    assert {**again.body, "session": None} == {**first.body, "session": None}
+    assert again.body["session"]["access_token"] != first.body["session"]["access_token"]  # a new session each time
     assert list(await listed(user)) == [device_id]
     # another user cannot claim the id, nor learn anything about the device
     other = await new_user(node)
@@ -109,7 +114,7 @@ async def test_list_shows_only_my_live_devices_with_presence(node):
 async def test_rename_and_push_token(node):
     user = await new_user(node)
     r = await create(user, device_name="Phone", device_type="mobile")
-    device_id, created = r.body["id"], r.body
+    device_id, created = r.body["id"], {k: v for k, v in r.body.items() if k != "session"}
     r = await user.call("PUT", f"{API}/devices/{device_id}", {"device_name": "Work phone"})
     assert r.status == 200, r.body
     assert r.body == {**created, "device_name": "Work phone"}

@@ -161,8 +161,17 @@ class NotiSyncClient:
             # That id is refused for good (revoked, or another account's): take a new one.
             device = await self._request("POST", "/api/v1/devices", {**body, "id": str(uuid.uuid4())})
         self.config.write(DEVICES, {**known, key: device["id"]})
+        # Keep the device's own session (revoking this device ends it) and end
+        # the one we signed in with, as SPEC "Sessions" asks of a client.
+        own = device.pop("session", None)
         with self.config.lock():
-            self.config.write(SESSION, {**self.session(), "device_id": device["id"]})
+            signed_in = self.session()
+            update: Json = {"device_id": device["id"]}
+            if own:
+                update.update(access_token=own["access_token"], refresh_token=own["refresh_token"])
+            self.config.write(SESSION, {**signed_in, **update})
+        if own:
+            await self._fetch("POST", "/api/v1/auth/logout", None, None, signed_in["access_token"], None)
         return device
 
     async def refresh(self, stale: str | None = None) -> Json:
@@ -219,7 +228,9 @@ class NotiSyncClient:
         return (await self._request("GET", "/api/v1/devices"))["devices"]
 
     async def add_device(self, name: str, device_type: str) -> Json:
-        return await self._request("POST", "/api/v1/devices", {"device_name": name, "device_type": device_type})
+        device = await self._request("POST", "/api/v1/devices", {"device_name": name, "device_type": device_type})
+        device.pop("session", None)  # that device's own tokens: not this client's to print or keep
+        return device
 
     async def rename_device(self, device_id: str, name: str) -> Json:
         return await self._request("PUT", f"/api/v1/devices/{quote(device_id, safe='')}", {"device_name": name})

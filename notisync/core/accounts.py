@@ -10,11 +10,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from notisync.core.auth import ACCESS_TTL, DUMMY_HASH, TokenService, hash_password, token_hash, verify_password
+from notisync.core.auth import DUMMY_HASH, TokenPair, hash_password, token_hash, verify_password
+from notisync.core.devices import DeviceService
+from notisync.core.sessions import Session, SessionService
 from notisync.errors import Conflict, RateLimited, Unauthorized
-from store.errors import DuplicateKey
 from notisync.views import user_view
 from store.documents import DocumentStore, utcnow
+from store.errors import DuplicateKey
 from store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,12 @@ LOGIN_WINDOW = 60
 
 
 class AccountService:
-    def __init__(self, store: DocumentStore, tokens: TokenService, redis: Redis, keys: Keys) -> None:
+    def __init__(
+        self, store: DocumentStore, sessions: SessionService, devices: DeviceService, redis: Redis, keys: Keys
+    ) -> None:
         self.store = store
-        self.tokens = tokens
+        self.sessions = sessions
+        self.devices = devices
         self.redis = redis
         self.keys = keys
 
@@ -40,39 +45,55 @@ class AccountService:
             raise Conflict("email is already registered", code="email_taken") from None
         return user_view(user)
 
-    async def login(self, email: str, password: str, client: str) -> dict[str, Any]:
+    async def login(self, email: str, password: str, client: str, device_id: str | None = None) -> dict[str, Any]:
+        """A new session; with ``device_id`` (a live device of this user, else 404) bound to it."""
         await self._count_attempt(email.lower(), client)
         user = await self.store.get_user_by_email(email)
         ok = await asyncio.to_thread(verify_password, password, user["password_hash"] if user else DUMMY_HASH)
         if user is None or not ok:
             raise Unauthorized("wrong email or password", code="invalid_credentials")
-        return await self._issue(user)
+        if device_id is not None:
+            await self.devices.require_live(user["id"], device_id)
+        return {**await self.new_session(user["id"], device_id), "user": user_view(user)}
+
+    async def new_session(self, user_id: str, device_id: str | None = None) -> dict[str, Any]:
+        """A session's first tokens, as the API returns them."""
+        _, pair = await self.sessions.start(user_id, device_id)
+        return await self._answer(user_id, pair)
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
-        user_id = self.tokens.verify(refresh_token, "refresh")
+        # A refresh token of an ended session is refused here, before the store.
+        session = await self.sessions.verify(refresh_token, "refresh")
         outcome = await self.store.use_refresh_token(token_hash(refresh_token), utcnow())
         if outcome == "reused":
             # A used refresh token presented again means it leaked: end the
-            # whole family so neither the thief nor the owner keeps going.
-            await self.store.revoke_refresh_tokens(user_id)
-            log.warning("refresh token reuse for user %s: all sessions revoked", user_id)
+            # whole family (its session) and every other refresh token of the
+            # user, so neither the thief nor the owner keeps going.
+            await self.store.revoke_refresh_tokens(session.user_id)
+            await self.sessions.end(session.user_id, [session.session_id])
+            log.warning("refresh token reuse for user %s: its session ended", session.user_id)
         if outcome != "ok":
             raise Unauthorized("refresh token is no longer valid", code="invalid_token")
-        user = await self.store.get_user(user_id)
+        user = await self.store.get_user(session.user_id)
         if user is None:
             raise Unauthorized("refresh token is no longer valid", code="invalid_token")
-        return await self._issue(user)
+        pair = await self.sessions.renew(session)
+        return {**await self._answer(user["id"], pair), "user": user_view(user)}
 
-    async def _issue(self, user: dict[str, Any]) -> dict[str, Any]:
-        pair = self.tokens.issue(user["id"])
+    async def logout(self, session: Session) -> None:
+        await self.sessions.end(session.user_id, [session.session_id])
+
+    async def logout_all(self, session: Session) -> None:
+        await self.sessions.end_all(session.user_id)
+
+    async def _answer(self, user_id: str, pair: TokenPair) -> dict[str, Any]:
         expires = dt.datetime.fromtimestamp(pair.refresh_expires_at, dt.timezone.utc)
-        await self.store.add_refresh_token(token_hash(pair.refresh_token), user["id"], expires)
+        await self.store.add_refresh_token(token_hash(pair.refresh_token), user_id, expires)
         return {
             "access_token": pair.access_token,
             "refresh_token": pair.refresh_token,
             "token_type": "Bearer",
-            "expires_in": ACCESS_TTL,
-            "user": user_view(user),
+            "expires_in": self.sessions.tokens.access_ttl,
         }
 
     async def _count_attempt(self, email: str, client: str) -> None:

@@ -65,36 +65,52 @@ class TokenPair:
     refresh_expires_at: float
 
 
-class TokenService:
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
+@dataclass(frozen=True)
+class Claims:
+    """What a valid token says: whose it is, which session (sign-in) it belongs to, until when."""
 
-    def issue(self, user_id: str) -> TokenPair:
+    user_id: str
+    session_id: str
+    expires_at: int  # unix seconds
+
+
+class TokenService:
+    def __init__(self, secret: str, access_ttl: int = ACCESS_TTL) -> None:
+        self._secret = secret
+        self.access_ttl = access_ttl
+
+    def issue(self, user_id: str, session_id: str) -> TokenPair:
         now = int(time.time())
-        access = self._encode(user_id, "access", now, ACCESS_TTL)
-        refresh = self._encode(user_id, "refresh", now, REFRESH_TTL)
+        access = self._encode(user_id, session_id, "access", now, self.access_ttl)
+        refresh = self._encode(user_id, session_id, "refresh", now, REFRESH_TTL)
         return TokenPair(access, refresh, now + REFRESH_TTL)
 
-    def verify(self, token: str, token_type: str = "access") -> str:
-        """Return the user id of a valid token of that type, else raise 401."""
+    def verify(self, token: str, token_type: str = "access") -> Claims:
+        """The claims of a valid token of that type, else 401.
+
+        Whether its session is still going is the session service's
+        question (``core/sessions.py``): a signature cannot be revoked.
+        """
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[_ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "type"]},
+                options={"require": ["exp", "iat", "sub", "type", "sid"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token has expired", code="token_expired") from None
         except jwt.InvalidTokenError:
             raise Unauthorized("token is invalid", code="invalid_token") from None
-        if claims.get("type") != token_type or not isinstance(claims.get("sub"), str):
+        if (claims.get("type") != token_type or not isinstance(claims.get("sub"), str)
+                or not isinstance(claims.get("sid"), str)):
             raise Unauthorized("token is invalid", code="invalid_token")
-        return claims["sub"]
+        return Claims(claims["sub"], claims["sid"], int(claims["exp"]))
 
-    def _encode(self, user_id: str, token_type: str, now: int, ttl: int) -> str:
+    def _encode(self, user_id: str, session_id: str, token_type: str, now: int, ttl: int) -> str:
         claims = {
             "sub": user_id,
+            "sid": session_id,
             "type": token_type,
             "iat": now,
             "exp": now + ttl,

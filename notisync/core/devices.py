@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from notisync.core.sessions import SessionService
 from notisync.delivery.recipients import Recipients
 from notisync.delivery.replay import Delivery
 from notisync.errors import Conflict, NotFound
@@ -17,8 +18,9 @@ from store.streams import Streams
 class DeviceService:
     def __init__(
         self, store: DocumentStore, presence: Presence, streams: Streams, delivery: Delivery,
-        recipients: Recipients,
+        recipients: Recipients, sessions: SessionService,
     ) -> None:
+        self.sessions = sessions
         self.store = store
         self.presence = presence
         self.streams = streams
@@ -65,7 +67,7 @@ class DeviceService:
         return device_view(device, await self._is_online(user_id, device_id))
 
     async def revoke(self, user_id: str, device_id: str) -> None:
-        """Refuse the id from now on, drop its stream, close its sockets everywhere."""
+        """Refuse the id from now on, end its sessions, drop its stream, close its sockets everywhere."""
         if not await self.store.revoke_device(user_id, device_id, utcnow()):
             raise NotFound("device not found", code="device_not_found")
         # Bump before dropping the stream: once the bump is visible no node
@@ -74,7 +76,9 @@ class DeviceService:
         self.recipients.forget(user_id)
         await self.streams.drop(device_id)
         await self.presence.drop_device(user_id, device_id)
+        # Sockets first, so they are told "device revoked" rather than "session ended".
         await self.delivery.revoke_device(user_id, device_id)
+        await self.sessions.end_device(user_id, device_id)
 
     async def require_live(self, user_id: str, device_id: str) -> Record:
         device = await self.store.get_device(device_id)

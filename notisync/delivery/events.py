@@ -11,6 +11,8 @@ publishing node (``"n"``, added by the bus) and the kind (``"k"``):
 - ``"st"`` DeviceStatus ``{"d": device id}``, body = the ``device_status``
   frame for the user's other devices (live only, never queued).
 - ``"rv"`` Revoked ``{"d": device id}``: close that device's sockets.
+- ``"se"`` SessionEnded ``{"s": [session id, ...]}``: close the sockets opened
+  with those sessions.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any, Union
 NEW_ENTRIES = "m"  # the fan-out script in store/streams.py writes this kind
 DEVICE_STATUS = "st"
 REVOKED = "rv"
+SESSION_ENDED = "se"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,20 @@ class Revoked:
     device_id: str
 
 
-Event = Union[NewEntries, DeviceStatus, Revoked]
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    session_ids: tuple[str, ...]
 
 
-def encode(event: DeviceStatus | Revoked) -> dict[str, Any]:
+Event = Union[NewEntries, DeviceStatus, Revoked, SessionEnded]
+
+
+def encode(event: DeviceStatus | Revoked | SessionEnded) -> dict[str, Any]:
     """The header of an event published from Python (new entries come from the script)."""
     if isinstance(event, DeviceStatus):
         return {"k": DEVICE_STATUS, "d": event.device_id}
+    if isinstance(event, SessionEnded):
+        return {"k": SESSION_ENDED, "s": list(event.session_ids)}
     return {"k": REVOKED, "d": event.device_id}
 
 
@@ -56,4 +66,6 @@ def decode(header: dict[str, Any]) -> Event | None:
         return DeviceStatus(header["d"])
     if kind == REVOKED:
         return Revoked(header["d"])
+    if kind == SESSION_ENDED:
+        return SessionEnded(tuple(header["s"]))
     return None

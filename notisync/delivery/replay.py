@@ -186,6 +186,8 @@ class Delivery:
             self.liveness.broadcast_status(user_id, event.device_id, body)
         elif isinstance(event, events.Revoked):
             self._close_device(user_id, event.device_id)
+        elif isinstance(event, events.SessionEnded):
+            self._close_sessions(user_id, event.session_ids)
 
     def expect_own_echo(self, user_id: str) -> None:
         """A fan-out's reply was lost: take this node's own wake-ups for the user too."""
@@ -196,6 +198,18 @@ class Delivery:
         self._close_device(user_id, device_id)
         await self.bus.publish(user_id, events.encode(events.Revoked(device_id)))
         hooks.bus_out()
+
+    async def end_sessions(self, user_id: str, session_ids: list[str]) -> None:
+        """Close the sockets of these sessions on this node and every other."""
+        self._close_sessions(user_id, session_ids)
+        await self.bus.publish(user_id, events.encode(events.SessionEnded(tuple(session_ids))))
+        hooks.bus_out()
+
+    def _close_sessions(self, user_id: str, session_ids: "tuple[str, ...] | list[str]") -> None:
+        ended = set(session_ids)
+        for conn in self.hub.user_connections(user_id):
+            if conn.session_id in ended:
+                conn.close(protocol.CLOSE_POLICY, "session ended")
 
     def _close_device(self, user_id: str, device_id: str) -> None:
         for conn in self.hub.device_connections(user_id, device_id):

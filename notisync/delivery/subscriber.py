@@ -45,6 +45,7 @@ class Connection(Protocol):
     user_id: str
     device_id: str
     conn_id: str
+    session_id: str  # the sign-in it was opened with: ending that session closes it
     subscriber: Subscriber
 
     def send(self, frame: bytes) -> bool:

@@ -35,6 +35,8 @@ class Settings(OpsSettings):
     ws_max_message_size: int = 64 * 1024
     max_body_size: int = 64 * 1024
     event_loop: str = "asyncio"
+    # Seconds an access token lives; sockets close at its expiry unless re-authenticated.
+    access_token_ttl: int = 900
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     key_prefix: str = "notisync"
 
@@ -60,6 +62,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
+    "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     **OPS_FLAGS,
 }
 
@@ -89,6 +92,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         parser.error(f"--event-loop must be one of {', '.join(EVENT_LOOPS)}")
     if (problem := check_ops(settings)) is not None:
         parser.error(problem)
+    if settings.access_token_ttl < 10:
+        parser.error("--access-token-ttl must be at least 10 seconds")
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)

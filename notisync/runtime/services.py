@@ -14,6 +14,7 @@ from notisync.core.auth import TokenService, load_or_create_secret
 from notisync.core.devices import DeviceService
 from notisync.core.notifications import NotificationService
 from notisync.core.pending import PendingClears
+from notisync.core.sessions import SessionService
 from notisync.core.stats import StatsService
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.hub import Hub
@@ -104,8 +105,9 @@ class Services:
         self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch="")
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
-        self.accounts = AccountService(store, tokens, redis, self.keys)
-        self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients)
+        self.sessions = SessionService(redis, self.keys, tokens, self.delivery)
+        self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions)
+        self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)
         self.notifications = NotificationService(store, self.fan_out, self.devices, self.pending)
         self.stats = StatsService(self.hub, self.presence)
@@ -127,7 +129,7 @@ class Services:
             redis_url = settings.redis_url if embedded is None else await embedded.start()
             await store.open()
             redis = make_redis(redis_url, client_name(settings))
-            services = cls(settings, embedded, redis_url, store, redis, TokenService(secret))
+            services = cls(settings, embedded, redis_url, store, redis, TokenService(secret, settings.access_token_ttl))
             services.delivery.epoch = await services.streams.ensure_epoch()
             await services.bus.start(services.delivery.on_bus_message, services._redis_back)
         except BaseException:

@@ -151,8 +151,17 @@ export function actOn(id, action, deviceId) {
   return request('PUT', `/notifications/${encodeURIComponent(id)}/action`, { action, device_id: deviceId });
 }
 
-export function registerDevice(id, name) {
-  return request('POST', '/devices', { id, device_name: name, device_type: 'web' });
+/** Register this browser; from then on the tab uses the device's own session (revoking the device ends it). */
+export async function registerDevice(id, name) {
+  const body = await request('POST', '/devices', { id, device_name: name, device_type: 'web' });
+  const { session: own, ...device } = body;
+  if (own && session) {
+    const signedIn = session.access_token;
+    storeTokens({ ...own, user: session.user });
+    // The sign-in session is not needed any more: end it rather than leave it live.
+    fetch(`${API}/auth/logout`, { method: 'POST', headers: { Authorization: `Bearer ${signedIn}` } }).catch(() => {});
+  }
+  return device;
 }
 
 export const listDevices = () => request('GET', '/devices');

@@ -266,8 +266,10 @@ function onState(state) {
   }
 }
 
-/** After a 1008 close: ask REST whether our device still exists (the close code cannot say). */
-async function onPolicyClose() {
+/** After a 1008 close: the reason says "device revoked" when it is; else ask REST whether our device still exists. */
+async function onPolicyClose(reason) {
+  // Revoking this browser also ends its session, so REST could only answer 401 now.
+  if (reason === 'device revoked') return 'revoked';
   try {
     await api.getDevice(deviceId);
     return 'retry';
