@@ -1,8 +1,9 @@
-"""POST /auth/register, /auth/login, /auth/refresh, /auth/logout, /auth/logout-all."""
+"""/auth: register, login, refresh, logout, logout-all, password, ws-ticket; DELETE /account."""
 from __future__ import annotations
 
 from handlers.base import BaseHandler
 from notisync import schemas
+from notisync.core.sessions import TICKET_SECONDS
 
 
 class RegisterHandler(BaseHandler):
@@ -44,10 +45,33 @@ class LogoutAllHandler(BaseHandler):
         self.respond(204)
 
 
+class PasswordHandler(BaseHandler):
+    async def post(self) -> None:
+        data = schemas.load(schemas.PASSWORD_CHANGE, self.json_body())
+        await self.services.accounts.change_password(self.session, data["current_password"], data["new_password"])
+        self.respond(204)
+
+
+class TicketHandler(BaseHandler):
+    async def post(self) -> None:
+        ticket = await self.services.sessions.ticket(self.session)
+        self.respond(201, {"ticket": ticket, "expires_in": TICKET_SECONDS})
+
+
+class AccountHandler(BaseHandler):
+    async def delete(self) -> None:
+        data = schemas.load(schemas.ACCOUNT_DELETE, self.json_body())
+        await self.services.accounts.delete_account(self.session, data["password"])
+        self.respond(204)
+
+
 routes = [
     (r"/api/v1/auth/register", RegisterHandler),
     (r"/api/v1/auth/login", LoginHandler),
     (r"/api/v1/auth/refresh", RefreshHandler),
     (r"/api/v1/auth/logout", LogoutHandler),
     (r"/api/v1/auth/logout-all", LogoutAllHandler),
+    (r"/api/v1/auth/password", PasswordHandler),
+    (r"/api/v1/auth/ws-ticket", TicketHandler),
+    (r"/api/v1/account", AccountHandler),
 ]

@@ -86,11 +86,16 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         self.request.arguments, self.request.query_arguments = {}, {}
 
     async def _authenticate(self) -> dict[str, Any]:
-        # Browsers cannot set headers on a WebSocket: the query may carry the token.
+        # Browsers cannot set headers on a WebSocket: the query may carry the
+        # token, or better a single-use ticket (POST /auth/ws-ticket).
+        ticket = self.get_query_argument("ticket", None)
         token = self.get_query_argument("token", None) or self.bearer_token()
-        if not token:
+        if ticket:
+            session = await self.services.sessions.redeem(ticket)
+        elif token:
+            session = await self.services.sessions.verify(token, "access")
+        else:
             raise Unauthorized("missing token")
-        session = await self.services.sessions.verify(token, "access")
         self.user_id, self.session_id = session.user_id, session.session_id
         device_id = self.get_query_argument("device_id", None)
         if not device_id:

@@ -52,6 +52,15 @@ class RefreshSchema(_Base):
     refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=4096))
 
 
+class PasswordChangeSchema(_Base):
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    new_password = fields.String(required=True, validate=validate.Length(min=8, max=1024))
+
+
+class AccountDeleteSchema(_Base):
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
 class DeviceCreateSchema(_Base):
     id = fields.UUID(load_default=None)
     device_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
@@ -158,6 +167,8 @@ def _flatten(messages: Any) -> dict[str, str]:
 REGISTER = RegisterSchema()
 LOGIN = LoginSchema()
 REFRESH = RefreshSchema()
+PASSWORD_CHANGE = PasswordChangeSchema()
+ACCOUNT_DELETE = AccountDeleteSchema()
 DEVICE_CREATE = DeviceCreateSchema()
 DEVICE_UPDATE = DeviceUpdateSchema()
 NOTIFICATION_CREATE = NotificationCreateSchema()

@@ -94,6 +94,18 @@ class DocumentStore(abc.ABC):
     async def get_user(self, user_id: str) -> Record | None: ...
 
     @abc.abstractmethod
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        """Replace the user's password hash; False if there is no such user."""
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: str) -> list[str]:
+        """Delete the user with every device, notification and refresh token of theirs.
+
+        Returns the ids of the devices that were deleted (revoked ones
+        included), so the caller can drop what it keeps elsewhere for them.
+        """
+
+    @abc.abstractmethod
     async def get_user_by_email(self, email: str) -> Record | None:
         """Look up case-insensitively."""
 

@@ -49,5 +49,9 @@ class Keys:
         """Set of the user's session ids (some may have expired: their hash is gone)."""
         return f"{self.prefix}:us:{user_id}"
 
+    def ws_ticket(self, ticket: str) -> str:
+        """A single-use /ws ticket (30 s): "user|session|token expiry"."""
+        return f"{self.prefix}:tk:{ticket}"
+
     def login_attempts(self, email: str, client: str) -> str:
         return f"{self.prefix}:rl:login:{email}:{client}"

@@ -164,6 +164,21 @@ class MongoStore(DocumentStore):
     async def revoke_refresh_tokens(self, user_id: str) -> None:
         await self.refresh_tokens.delete_many({"user_id": user_id})
 
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        result = await self.users.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
+        return result.matched_count == 1
+
+    async def delete_user(self, user_id: str) -> list[str]:
+        # No multi-document transaction (a standalone MongoDB has none): the
+        # user goes last, so a failure part-way leaves an account that can
+        # still sign in and delete itself again.
+        devices = [d["_id"] for d in await self.devices.find({"user_id": user_id}, {"_id": 1}).to_list(length=None)]
+        await self.notifications.delete_many({"user_id": user_id})
+        await self.devices.delete_many({"user_id": user_id})
+        await self.refresh_tokens.delete_many({"user_id": user_id})
+        await self.users.delete_one({"_id": user_id})
+        return devices
+
     # -- devices ------------------------------------------------------------------
     async def create_device(self, device: Record) -> tuple[Record, bool]:
         try:

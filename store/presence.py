@@ -122,6 +122,10 @@ class Presence:
     async def connection_count(self, user_id: str) -> int:
         return int(await self._redis.zcount(self._keys.presence(user_id), _now_ms(), "+inf"))
 
+    async def drop_user(self, user_id: str) -> None:
+        """Forget every socket of a deleted account."""
+        await self._redis.delete(self._keys.presence(user_id))
+
     async def drop_device(self, user_id: str, device_id: str) -> None:
         """Forget every socket of a revoked device."""
         key = self._keys.presence(user_id)

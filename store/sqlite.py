@@ -230,6 +230,20 @@ class SQLiteStore(DocumentStore):
         sql = "DELETE FROM refresh_tokens WHERE user_id = ?"
         await self._write(lambda conn: conn.execute(sql, (user_id,)))
 
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        sql = "UPDATE users SET password_hash = ? WHERE id = ?"
+        return await self._write(lambda conn: conn.execute(sql, (password_hash, user_id)).rowcount == 1)
+
+    async def delete_user(self, user_id: str) -> list[str]:
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            devices = [row[0] for row in conn.execute("SELECT id FROM devices WHERE user_id = ?", (user_id,))]
+            for table in ("notifications", "devices", "refresh_tokens"):
+                conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            return devices
+
+        return await self._write(delete)
+
     # -- devices ------------------------------------------------------------------
     async def create_device(self, device: Record) -> tuple[Record, bool]:
         row = {col: device.get(col) for col in DEVICE_COLS}

@@ -179,6 +179,10 @@ class Streams:
         value = await self._redis.get(self._keys.device_version(user_id))
         return int(value) if value else 0
 
+    async def drop_device_version(self, user_id: str) -> None:
+        """A deleted account's counter (a new account never reuses a user id)."""
+        await self._redis.delete(self._keys.device_version(user_id))
+
     async def bump_device_version(self, user_id: str) -> None:
         """Make every node's cached device list of the user stale (INCR creates it at 1)."""
         await self._redis.incr(self._keys.device_version(user_id))

@@ -8,8 +8,10 @@ import time
 from typing import Any, Iterator
 
 import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
-from tests.harness import Node, User, call, new_user, short_tmpdir, ws_connect
+from tests.harness import WS, Node, User, call, new_user, short_tmpdir, ws_connect
 
 API = "/api/v1"
 
@@ -164,3 +166,72 @@ async def test_a_socket_closes_when_its_token_expires_unless_it_reauthenticates(
     await kept.send({"type": "ping", "id": "p"})
     assert (await kept.recv_type("ack"))["data"]["id"] == "p"  # still open past the first token's expiry
     kept.close()
+
+
+async def test_a_password_change_ends_every_other_session(two_nodes) -> None:
+    a, b = two_nodes
+    user = await new_user(a)
+    other = await login(b, user)
+    r = await call(a, "POST", f"{API}/auth/password", {"current_password": "wrong one", "new_password": "n" * 12},
+                   token=user.token)
+    assert r.status == 403 and r.body["error"]["code"] == "wrong_password", r.body
+    r = await call(a, "POST", f"{API}/auth/password", {"current_password": user.password, "new_password": "short"},
+                   token=user.token)
+    assert r.status == 400 and "new_password" in r.body["error"]["fields"], r.body
+    r = await call(a, "POST", f"{API}/auth/password", {"current_password": user.password,
+                                                       "new_password": "a new passphrase"}, token=user.token)
+    assert r.status == 204, r.body
+    await refused_within(b, other["access_token"])
+    assert (await call(a, "POST", f"{API}/auth/refresh", {"refresh_token": other["refresh_token"]})).status == 401
+    assert (await call(b, "GET", f"{API}/devices", token=user.token)).status == 200  # the caller's own goes on
+    r = await call(a, "POST", f"{API}/auth/login", {"email": user.email, "password": user.password})
+    assert r.status == 401
+    r = await call(a, "POST", f"{API}/auth/login", {"email": user.email, "password": "a new passphrase"})
+    assert r.status == 200
+
+
+async def test_deleting_the_account_removes_everything_and_frees_the_email(two_nodes) -> None:
+    a, b = two_nodes
+    user = await new_user(a)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    posted = await user.post("a one-time code", device=phone)
+    ws = await ws_connect(b, user.token, laptop)
+    await ws.send({"type": "ping", "id": "1"})
+    await ws.recv_type("ack")
+    r = await call(a, "DELETE", f"{API}/account", {"password": "not it"}, token=user.token)
+    assert r.status == 403, r.body
+    r = await call(a, "DELETE", f"{API}/account", {"password": user.password}, token=user.token)
+    assert r.status == 204, r.body
+    assert await ws.wait_closed() == 1008
+    await refused_within(b, user.token)
+    assert (await call(a, "POST", f"{API}/auth/login", {"email": user.email, "password": user.password})).status == 401
+    # the email may register again, and the new account sees nothing of the old one
+    r = await call(a, "POST", f"{API}/auth/register", {"email": user.email, "password": user.password})
+    assert r.status == 201, r.body
+    again = await login(a, user)
+    r = await call(a, "GET", f"{API}/notifications", token=again["access_token"])
+    assert r.status == 200 and r.body["notifications"] == []
+    assert (await call(a, "GET", f"{API}/notifications/{posted['id']}", token=again["access_token"])).status == 404
+    assert (await call(a, "GET", f"{API}/devices", token=again["access_token"])).body["devices"] == []
+
+
+async def test_a_ws_ticket_opens_one_socket_once(two_nodes) -> None:
+    a, b = two_nodes
+    user = await new_user(a)
+    laptop, session = await device_session(a, user.token)
+    r = await call(a, "POST", f"{API}/auth/ws-ticket", token=session["access_token"])
+    assert r.status == 201 and r.body["expires_in"] == 30, r.body
+    ticket = r.body["ticket"]
+    ws = await ws_connect_ticket(b, ticket, laptop)
+    await ws.send({"type": "ping", "id": "1"})
+    assert (await ws.recv_type("ack"))["data"]["id"] == "1"
+    again = await ws_connect_ticket(a, ticket, laptop)  # single use
+    assert await again.wait_closed() == 1008
+    # the ticket's socket belongs to its session: ending the session closes it
+    assert (await call(a, "POST", f"{API}/auth/logout", token=session["access_token"])).status == 204
+    assert await ws.wait_closed() == 1008
+
+
+async def ws_connect_ticket(node: Node, ticket: str, device_id: str) -> WS:
+    conn = await websocket_connect(HTTPRequest(f"{node.ws_base}/ws?ticket={ticket}&device_id={device_id}"))
+    return WS(conn)

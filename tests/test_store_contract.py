@@ -285,6 +285,32 @@ async def test_delete_notification_only_own(store: DocumentStore) -> None:
 
 
 # -- notifications: listing ------------------------------------------------------
+async def test_password_hash_is_replaced_and_a_deleted_user_leaves_nothing(store: DocumentStore) -> None:
+    user, other = await add_user(store), await add_user(store)
+    assert await store.set_password_hash(user["id"], "new-hash") is True
+    assert (await store.get_user(user["id"]))["password_hash"] == "new-hash"
+    assert await store.set_password_hash(new_id(), "x") is False
+    devices = [device(user["id"]), device(user["id"])]
+    for d in [*devices, device(other["id"])]:
+        await store.create_device(d)
+    await store.revoke_device(user["id"], devices[1]["id"], utcnow())
+    mine, theirs = note(user["id"]), note(other["id"])
+    await store.create_notification(mine)
+    await store.create_notification(theirs)
+    await store.add_refresh_token("h-mine", user["id"], utcnow() + DAY)
+    await store.add_refresh_token("h-theirs", other["id"], utcnow() + DAY)
+    assert sorted(await store.delete_user(user["id"])) == sorted(d["id"] for d in devices)
+    assert await store.get_user(user["id"]) is None
+    assert await store.get_user_by_email(user["email"]) is None
+    assert await store.get_device(devices[0]["id"]) is None and await store.get_device(devices[1]["id"]) is None
+    assert await store.get_notification(user["id"], mine["id"]) is None
+    assert await store.use_refresh_token("h-mine", utcnow()) == "unknown"
+    # the other user is untouched, and the email may register again
+    assert await store.get_notification(other["id"], theirs["id"]) is not None
+    assert await store.use_refresh_token("h-theirs", utcnow()) == "ok"
+    await store.create_user({**user, "id": new_id()})
+
+
 async def test_pending_notifications_are_listed_oldest_first_until_cleared(store: DocumentStore) -> None:
     base = utcnow() - dt.timedelta(minutes=5)
     old = [note(f"u{i % 2}", pending=True, created_at=base + dt.timedelta(seconds=i)) for i in range(4)]

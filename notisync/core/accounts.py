@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from notisync.core.auth import DUMMY_HASH, TokenPair, hash_password, token_hash, verify_password
 from notisync.core.devices import DeviceService
 from notisync.core.sessions import Session, SessionService
-from notisync.errors import Conflict, RateLimited, Unauthorized
+from notisync.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from notisync.views import user_view
 from store.documents import DocumentStore, utcnow
 from store.errors import DuplicateKey
@@ -85,6 +85,28 @@ class AccountService:
 
     async def logout_all(self, session: Session) -> None:
         await self.sessions.end_all(session.user_id)
+
+    async def change_password(self, session: Session, current: str, new: str) -> None:
+        """Needs the current password; every other session of the user ends."""
+        user = await self._require_password(session.user_id, current)
+        password_hash = await asyncio.to_thread(hash_password, new)
+        await self.store.set_password_hash(user["id"], password_hash)
+        await self.sessions.end_all(user["id"], keep=session.session_id)
+
+    async def delete_account(self, session: Session, password: str) -> None:
+        """The user, devices, notifications, streams, presence and sessions: all gone; the email is free again."""
+        user = await self._require_password(session.user_id, password)
+        await self.sessions.end_all(user["id"])  # tokens refused and sockets closed first
+        device_ids = await self.store.delete_user(user["id"])
+        await self.devices.forget_user(user["id"], device_ids)
+
+    async def _require_password(self, user_id: str, password: str) -> dict[str, Any]:
+        user = await self.store.get_user(user_id)
+        if user is None:
+            raise Unauthorized("this account no longer exists", code="invalid_token")
+        if not await asyncio.to_thread(verify_password, password, user["password_hash"]):
+            raise Forbidden("wrong password", code="wrong_password")
+        return user
 
     async def _answer(self, user_id: str, pair: TokenPair) -> dict[str, Any]:
         expires = dt.datetime.fromtimestamp(pair.refresh_expires_at, dt.timezone.utc)

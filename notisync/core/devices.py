@@ -80,6 +80,15 @@ class DeviceService:
         await self.delivery.revoke_device(user_id, device_id)
         await self.sessions.end_device(user_id, device_id)
 
+    async def forget_user(self, user_id: str, device_ids: list[str]) -> None:
+        """After an account was deleted from the store: drop its streams, presence and counter from Redis."""
+        self.recipients.forget(user_id)
+        for device_id in device_ids:
+            await self.streams.drop(device_id)
+            await self.delivery.revoke_device(user_id, device_id)  # any socket still open
+        await self.presence.drop_user(user_id)
+        await self.streams.drop_device_version(user_id)
+
     async def require_live(self, user_id: str, device_id: str) -> Record:
         device = await self.store.get_device(device_id)
         if device is None or device["user_id"] != user_id or device.get("revoked_at"):

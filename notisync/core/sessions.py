@@ -16,6 +16,7 @@ ends it.
 """
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from notisync.errors import Unauthorized
 from store.keys import Keys
 
 CACHE_SECONDS = 0.5  # how stale a node's view of a session may be (SPEC: ended everywhere within 1 s)
-CACHE_LIMIT = 100_000  # entries before expired ones are swept out
+CACHE_LIMIT = 100_000
+TICKET_SECONDS = 30  # entries before expired ones are swept out
 _ENDED = "\x00ended"  # cache marker: the session is over (device ids are UUIDs, never this)
 
 
@@ -65,6 +67,22 @@ class SessionService:
         claims = self.tokens.verify(token, token_type)
         device = await self._device_of(claims.session_id, claims.user_id)
         return Session(claims.user_id, claims.session_id, device or None, claims.expires_at)
+
+    async def ticket(self, session: Session) -> str:
+        """A single-use ticket for /ws, valid TICKET_SECONDS (browsers cannot set headers on a socket)."""
+        ticket = secrets.token_urlsafe(24)
+        value = f"{session.user_id}|{session.session_id}|{session.expires_at}"
+        await self.redis.set(self.keys.ws_ticket(ticket), value, ex=TICKET_SECONDS)
+        return ticket
+
+    async def redeem(self, ticket: str) -> Session:
+        """The session a ticket was made for; the ticket is used up (GETDEL). 401 if unknown or used."""
+        value = await self.redis.getdel(self.keys.ws_ticket(ticket)) if len(ticket) <= 64 else None
+        if value is None:
+            raise Unauthorized("ticket is unknown, used or expired", code="invalid_ticket")
+        user_id, sid, expires_at = value.decode().split("|")
+        device = await self._device_of(sid, user_id)
+        return Session(user_id, sid, device or None, int(expires_at))
 
     async def renew(self, session: Session) -> TokenPair:
         """A fresh pair for a refresh: same session, its life extended."""
