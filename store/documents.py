@@ -99,7 +99,7 @@ class DocumentStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_user(self, user_id: str) -> list[str]:
-        """Delete the user with every device, notification and refresh token of theirs.
+        """Delete the user with every device, notification, session and refresh token of theirs.
 
         Returns the ids of the devices that were deleted (revoked ones
         included), so the caller can drop what it keeps elsewhere for them.
@@ -127,6 +127,23 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     async def revoke_refresh_tokens(self, user_id: str) -> None:
         """Make every refresh token of the user unusable."""
+
+    # -- sessions -------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_session(self, session: Record) -> None:
+        """Insert ``{id, user_id, device_id, created_at, ended_at}`` (device_id None: unbound)."""
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str) -> Record | None:
+        """Any session by id, ended ones included."""
+
+    @abc.abstractmethod
+    async def list_sessions(self, user_id: str) -> list[Record]:
+        """The user's sessions that have not ended."""
+
+    @abc.abstractmethod
+    async def end_sessions(self, user_id: str, session_ids: list[str], now: dt.datetime) -> None:
+        """Set ended_at on those of the user's sessions still going (others' ids are ignored)."""
 
     # -- devices ------------------------------------------------------------
     @abc.abstractmethod

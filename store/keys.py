@@ -42,12 +42,8 @@ class Keys:
         return channel.rsplit(":", 1)[1]
 
     def session(self, session_id: str) -> str:
-        """A live session (sign-in): hash {user, device}; gone = ended. Expires with its refresh tokens."""
+        """A live session (sign-in): hash {user, device}, a cache of the store's record; expires with its refresh tokens."""
         return f"{self.prefix}:se:{session_id}"
-
-    def user_sessions(self, user_id: str) -> str:
-        """Set of the user's session ids (some may have expired: their hash is gone)."""
-        return f"{self.prefix}:us:{user_id}"
 
     def ws_ticket(self, ticket: str) -> str:
         """A single-use /ws ticket (30 s): "user|session|token expiry"."""

@@ -78,6 +78,7 @@ class MongoStore(DocumentStore):
         self.refresh_tokens = self._db["refresh_tokens"]
         self.devices = self._db["devices"]
         self.notifications = self._db["notifications"]
+        self.sessions = self._db["sessions"]
 
     @classmethod
     def from_url(cls, url: str) -> "MongoStore":
@@ -93,6 +94,7 @@ class MongoStore(DocumentStore):
         await self.refresh_tokens.create_index("user_id")
         await self.refresh_tokens.create_index("expires_at", expireAfterSeconds=0)
         await self.devices.create_index("user_id")
+        await self.sessions.create_index("user_id")
         await self.notifications.create_index(
             [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
         )
@@ -176,8 +178,26 @@ class MongoStore(DocumentStore):
         await self.notifications.delete_many({"user_id": user_id})
         await self.devices.delete_many({"user_id": user_id})
         await self.refresh_tokens.delete_many({"user_id": user_id})
+        await self.sessions.delete_many({"user_id": user_id})
         await self.users.delete_one({"_id": user_id})
         return devices
+
+    # -- sessions -----------------------------------------------------------------
+    async def create_session(self, session: Record) -> None:
+        await self.sessions.insert_one(to_doc(session))
+
+    async def get_session(self, session_id: str) -> Record | None:
+        return to_record(await self.sessions.find_one({"_id": session_id}))
+
+    async def list_sessions(self, user_id: str) -> list[Record]:
+        docs = await self.sessions.find({"user_id": user_id, "ended_at": None}).to_list(length=None)
+        return [as_record(d) for d in docs]
+
+    async def end_sessions(self, user_id: str, session_ids: list[str], now: dt.datetime) -> None:
+        if session_ids:
+            await self.sessions.update_many(
+                {"_id": {"$in": session_ids}, "user_id": user_id, "ended_at": None}, {"$set": {"ended_at": now}}
+            )
 
     # -- devices ------------------------------------------------------------------
     async def create_device(self, device: Record) -> tuple[Record, bool]:

@@ -23,6 +23,7 @@ from store.sqlite_batch import GroupWriter
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
     USER_COLS,
+    SESSION_COLS,
     DEVICE_COLS,
     NOTIFICATION_COLS,
     UNIQUE_ERRORS,
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS devices (
     push_token TEXT, last_seen TEXT, created_at TEXT NOT NULL, revoked_at TEXT
 );
 CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT,
+    created_at TEXT NOT NULL, ended_at TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
     source_device_id TEXT, source_key TEXT, dedupe_key TEXT,
@@ -237,12 +243,32 @@ class SQLiteStore(DocumentStore):
     async def delete_user(self, user_id: str) -> list[str]:
         def delete(conn: sqlite3.Connection) -> list[str]:
             devices = [row[0] for row in conn.execute("SELECT id FROM devices WHERE user_id = ?", (user_id,))]
-            for table in ("notifications", "devices", "refresh_tokens"):
+            for table in ("notifications", "devices", "refresh_tokens", "sessions"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
             return devices
 
         return await self._write(delete)
+
+    # -- sessions -----------------------------------------------------------------
+    async def create_session(self, session: Record) -> None:
+        values = tuple(_encode(c, session.get(c)) for c in SESSION_COLS)
+        sql = f"INSERT INTO sessions ({', '.join(SESSION_COLS)}) VALUES ({', '.join('?' * len(SESSION_COLS))})"
+        await self._write(lambda conn: conn.execute(sql, values))
+
+    async def get_session(self, session_id: str) -> Record | None:
+        return await self._one("SELECT * FROM sessions WHERE id = ?", (session_id,))
+
+    async def list_sessions(self, user_id: str) -> list[Record]:
+        return await self._many("SELECT * FROM sessions WHERE user_id = ? AND ended_at IS NULL", (user_id,))
+
+    async def end_sessions(self, user_id: str, session_ids: list[str], now: dt.datetime) -> None:
+        if not session_ids:
+            return
+        marks = ", ".join("?" * len(session_ids))
+        sql = f"UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND id IN ({marks})"
+        params = (encode_time(now), user_id, *session_ids)
+        await self._write(lambda conn: conn.execute(sql, params))
 
     # -- devices ------------------------------------------------------------------
     async def create_device(self, device: Record) -> tuple[Record, bool]:

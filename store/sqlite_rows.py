@@ -12,6 +12,7 @@ from typing import Any
 from store.documents import NotificationQuery, Record
 
 USER_COLS = ("id", "email", "password_hash", "created_at")
+SESSION_COLS = ("id", "user_id", "device_id", "created_at", "ended_at")
 DEVICE_COLS = (
     "id", "user_id", "device_name", "device_type", "push_token",
     "last_seen", "created_at", "revoked_at",
@@ -22,7 +23,7 @@ NOTIFICATION_COLS = (
     "updated_at", "expires_at", "pending",
 )
 DATETIME_COLS = frozenset(
-    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at"}
+    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at"}
 )
 BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
 LIKE_ESCAPE = "\\"

@@ -11,7 +11,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.harness import WS, Node, User, call, new_user, short_tmpdir, ws_connect
+from tests.harness import WS, Node, RedisServer, User, call, new_user, short_tmpdir, ws_connect
 
 API = "/api/v1"
 
@@ -235,3 +235,25 @@ async def test_a_ws_ticket_opens_one_socket_once(two_nodes) -> None:
 async def ws_connect_ticket(node: Node, ticket: str, device_id: str) -> WS:
     conn = await websocket_connect(HTTPRequest(f"{node.ws_base}/ws?ticket={ticket}&device_id={device_id}"))
     return WS(conn)
+
+
+async def test_a_redis_that_comes_back_empty_logs_nobody_out_and_revives_no_ended_session() -> None:
+    redis = RedisServer(persistent=False).start()
+    node = Node(redis_url=redis.url).start()
+    try:
+        user = await new_user(node)
+        ended = await login(node, user)
+        assert (await call(node, "POST", f"{API}/auth/logout", token=ended["access_token"])).status == 204
+        redis.restart()  # all of Redis's data is gone, sessions included
+        deadline = time.monotonic() + 15
+        while (r := await call(node, "GET", f"{API}/devices", token=user.token)).status != 200:
+            assert r.status == 503 and time.monotonic() < deadline, r.body  # only while Redis is away
+            await asyncio.sleep(0.1)
+        assert (await call(node, "GET", f"{API}/devices", token=ended["access_token"])).status == 401
+        r = await call(node, "POST", f"{API}/auth/refresh", {"refresh_token": user.refresh_token})
+        assert r.status == 200, r.body
+    finally:
+        node.stop()
+        redis.stop()
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        shutil.rmtree(redis.dir, ignore_errors=True)

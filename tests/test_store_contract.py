@@ -285,6 +285,23 @@ async def test_delete_notification_only_own(store: DocumentStore) -> None:
 
 
 # -- notifications: listing ------------------------------------------------------
+async def test_sessions_are_listed_until_ended_and_only_by_their_user(store: DocumentStore) -> None:
+    mk = lambda uid, dev=None: {"id": new_id(), "user_id": uid, "device_id": dev,  # noqa: E731
+                                "created_at": utcnow(), "ended_at": None}
+    a1, a2, b1 = mk("ua"), mk("ua", "dev-1"), mk("ub")
+    for s in (a1, a2, b1):
+        await store.create_session(s)
+    assert await store.get_session(a2["id"]) == a2
+    assert sorted(s["id"] for s in await store.list_sessions("ua")) == sorted([a1["id"], a2["id"]])
+    await store.end_sessions("ua", [a1["id"], b1["id"]], utcnow())  # b1 is not ua's: untouched
+    assert [s["id"] for s in await store.list_sessions("ua")] == [a2["id"]]
+    assert [s["id"] for s in await store.list_sessions("ub")] == [b1["id"]]
+    ended = await store.get_session(a1["id"])
+    assert ended is not None and ended["ended_at"] is not None
+    await store.end_sessions("ua", [], utcnow())
+    assert await store.get_session(new_id()) is None
+
+
 async def test_password_hash_is_replaced_and_a_deleted_user_leaves_nothing(store: DocumentStore) -> None:
     user, other = await add_user(store), await add_user(store)
     assert await store.set_password_hash(user["id"], "new-hash") is True
@@ -299,12 +316,15 @@ async def test_password_hash_is_replaced_and_a_deleted_user_leaves_nothing(store
     await store.create_notification(theirs)
     await store.add_refresh_token("h-mine", user["id"], utcnow() + DAY)
     await store.add_refresh_token("h-theirs", other["id"], utcnow() + DAY)
+    await store.create_session({"id": new_id(), "user_id": user["id"], "device_id": None,
+                                "created_at": utcnow(), "ended_at": None})
     assert sorted(await store.delete_user(user["id"])) == sorted(d["id"] for d in devices)
     assert await store.get_user(user["id"]) is None
     assert await store.get_user_by_email(user["email"]) is None
     assert await store.get_device(devices[0]["id"]) is None and await store.get_device(devices[1]["id"]) is None
     assert await store.get_notification(user["id"], mine["id"]) is None
     assert await store.use_refresh_token("h-mine", utcnow()) == "unknown"
+    assert await store.list_sessions(user["id"]) == []
     # the other user is untouched, and the email may register again
     assert await store.get_notification(other["id"], theirs["id"]) is not None
     assert await store.use_refresh_token("h-theirs", utcnow()) == "ok"

@@ -1,14 +1,18 @@
 """Sessions: one sign-in each, ended on demand, on every node within a second.
 
-Every token carries its session id (``sid``). A session lives in Redis as a
-hash {user, device} that expires with its refresh tokens (30 days, renewed
-on each refresh); ending it deletes the hash. A node checks a token's
-session against Redis at most once per ``CACHE_SECONDS`` and remembers the
-answer, so an ended session's access tokens are refused everywhere within
-that time without a store read per request. Sockets opened with it close at
-once: a SessionEnded event reaches every node holding one of the user's
-sockets (``delivery/events.py``). Its refresh tokens stop at once too, since
-a refresh checks the session first.
+Every token carries its session id (``sid``). The document store keeps each
+session (ended or not); Redis keeps the live ones as a hash {user, device}
+that expires with its refresh tokens (30 days, renewed on each refresh).
+Ending a session marks it in the store, then deletes the hash. A node checks
+a token's session against Redis at most once per ``CACHE_SECONDS`` and
+remembers the answer, so an ended session's access tokens are refused
+everywhere within that time without a store read per request; only a hash
+Redis does not have (expired, or Redis lost its data) sends the check to the
+store, which puts it back. So a Redis that restarts empty logs nobody out,
+and cannot bring an ended session back. Sockets opened with an ended session
+close at once: a SessionEnded event reaches every node holding one of the
+user's sockets (``delivery/events.py``). Its refresh tokens stop at once
+too, since a refresh checks the session first.
 
 A session made for a device (``POST /devices``, or login with ``device_id``)
 is *bound* to it: it may act only as that device, and revoking the device
@@ -26,9 +30,11 @@ from redis.asyncio import Redis
 from notisync.core.auth import REFRESH_TTL, TokenPair, TokenService
 from notisync.delivery.replay import Delivery
 from notisync.errors import Unauthorized
+from store.documents import DocumentStore, utcnow
 from store.keys import Keys
 
-CACHE_SECONDS = 0.5  # how stale a node's view of a session may be (SPEC: ended everywhere within 1 s)
+CACHE_SECONDS = 0.5  # how stale a node's view of a live session may be (SPEC: ended everywhere within 1 s)
+ENDED_CACHE_SECONDS = 60.0  # an ended session never comes back: remember that longer
 CACHE_LIMIT = 100_000
 TICKET_SECONDS = 30  # entries before expired ones are swept out
 _ENDED = "\x00ended"  # cache marker: the session is over (device ids are UUIDs, never this)
@@ -43,7 +49,10 @@ class Session:
 
 
 class SessionService:
-    def __init__(self, redis: Redis, keys: Keys, tokens: TokenService, delivery: Delivery) -> None:
+    def __init__(
+        self, store: DocumentStore, redis: Redis, keys: Keys, tokens: TokenService, delivery: Delivery
+    ) -> None:
+        self.store = store
         self.redis = redis
         self.keys = keys
         self.tokens = tokens
@@ -53,14 +62,18 @@ class SessionService:
     async def start(self, user_id: str, device_id: str | None = None) -> tuple[str, TokenPair]:
         """A new session (bound to ``device_id`` if given): its id and first token pair."""
         sid = uuid.uuid4().hex
-        key, index = self.keys.session(sid), self.keys.user_sessions(user_id)
+        await self.store.create_session(
+            {"id": sid, "user_id": user_id, "device_id": device_id, "created_at": utcnow(), "ended_at": None}
+        )
+        await self._remember(sid, user_id, device_id)
+        return sid, self.tokens.issue(user_id, sid)
+
+    async def _remember(self, sid: str, user_id: str, device_id: str | None) -> None:
+        key = self.keys.session(sid)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"user": user_id, "device": device_id or ""})
             pipe.expire(key, REFRESH_TTL)
-            pipe.sadd(index, sid)
-            pipe.expire(index, REFRESH_TTL)
             await pipe.execute()
-        return sid, self.tokens.issue(user_id, sid)
 
     async def verify(self, token: str, token_type: str = "access") -> Session:
         """The session of a valid token whose session is still going, else 401."""
@@ -86,40 +99,29 @@ class SessionService:
 
     async def renew(self, session: Session) -> TokenPair:
         """A fresh pair for a refresh: same session, its life extended."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.expire(self.keys.session(session.session_id), REFRESH_TTL)
-            pipe.expire(self.keys.user_sessions(session.user_id), REFRESH_TTL)
-            await pipe.execute()
+        await self.redis.expire(self.keys.session(session.session_id), REFRESH_TTL)
         return self.tokens.issue(session.user_id, session.session_id)
 
     async def end(self, user_id: str, session_ids: list[str]) -> None:
         """End these sessions: tokens refused, refresh tokens dead, sockets closed (1008)."""
         if not session_ids:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(self.keys.session(sid) for sid in session_ids))
-            pipe.srem(self.keys.user_sessions(user_id), *session_ids)
-            await pipe.execute()
-        until = time.monotonic() + CACHE_SECONDS
+        await self.store.end_sessions(user_id, session_ids, utcnow())  # first: the store has the last word
+        await self.redis.delete(*(self.keys.session(sid) for sid in session_ids))
+        until = time.monotonic() + ENDED_CACHE_SECONDS
         for sid in session_ids:
             self._cache[sid] = (until, _ENDED)
         await self.delivery.end_sessions(user_id, session_ids)
 
     async def end_all(self, user_id: str, keep: str | None = None) -> None:
         """Every session of the user (but ``keep``): log out everywhere, or after a password change."""
-        sids = [m.decode() for m in await self.redis.smembers(self.keys.user_sessions(user_id))]
-        await self.end(user_id, [sid for sid in sids if sid != keep])
+        sessions = await self.store.list_sessions(user_id)
+        await self.end(user_id, [s["id"] for s in sessions if s["id"] != keep])
 
     async def end_device(self, user_id: str, device_id: str) -> None:
         """Every session bound to the device (it was revoked)."""
-        sids = [m.decode() for m in await self.redis.smembers(self.keys.user_sessions(user_id))]
-        if not sids:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.hget(self.keys.session(sid), "device")
-            devices = await pipe.execute()
-        await self.end(user_id, [sid for sid, dev in zip(sids, devices) if dev is not None and dev.decode() == device_id])
+        sessions = await self.store.list_sessions(user_id)
+        await self.end(user_id, [s["id"] for s in sessions if s["device_id"] == device_id])
 
     async def _device_of(self, sid: str, user_id: str) -> str:
         """"" for an unbound session, the device id for a bound one; 401 if it ended."""
@@ -128,11 +130,21 @@ class SessionService:
         if cached is not None and cached[0] > now:
             state = cached[1]
         else:
-            owner, device = await self.redis.hmget(self.keys.session(sid), "user", "device")
-            state = _ENDED if owner is None or owner.decode() != user_id else (device or b"").decode()
+            state = await self._look_up(sid, user_id)
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            self._cache[sid] = (now + CACHE_SECONDS, state)
+            self._cache[sid] = (now + (ENDED_CACHE_SECONDS if state == _ENDED else CACHE_SECONDS), state)
         if state == _ENDED:
             raise Unauthorized("this session has ended; sign in again", code="session_ended")
         return state
+
+    async def _look_up(self, sid: str, user_id: str) -> str:
+        """Redis first; the store when Redis does not have it (and then Redis again)."""
+        owner, device = await self.redis.hmget(self.keys.session(sid), "user", "device")
+        if owner is not None:
+            return (device or b"").decode() if owner.decode() == user_id else _ENDED
+        record = await self.store.get_session(sid)
+        if record is None or record["user_id"] != user_id or record["ended_at"] is not None:
+            return _ENDED
+        await self._remember(sid, user_id, record["device_id"])
+        return record["device_id"] or ""

@@ -59,18 +59,39 @@ OPERATIONS: dict[str, dict[str, Op]] = {
     },
     "/api/v1/auth/login": {
         "post": Op("Sign in: an access and a refresh token", {200: ("Signed in", out.TokenPairSchema)},
-                   _BODY + (401, 429, 503), body=schemas.LOGIN, auth=False, tags=("auth",)),
+                   _BODY + (401, 404, 429, 503), body=schemas.LOGIN, auth=False, tags=("auth",)),
     },
     "/api/v1/auth/refresh": {
         "post": Op("Trade a refresh token for a new pair (the old one stops working)",
                    {200: ("New pair", out.TokenPairSchema)}, _BODY + (401, 503),
                    body=schemas.REFRESH, auth=False, tags=("auth",)),
     },
+    "/api/v1/auth/logout": {
+        "post": Op("End the caller's session (tokens refused and sockets closed on every node)",
+                   {204: ("Ended", None)}, _AUTHED, tags=("auth",)),
+    },
+    "/api/v1/auth/logout-all": {
+        "post": Op("End every session of the caller's account", {204: ("Ended", None)}, _AUTHED, tags=("auth",)),
+    },
+    "/api/v1/auth/password": {
+        "post": Op("Change the password; every other session ends", {204: ("Changed", None)},
+                   _BODY + _AUTHED + (403,), body=schemas.PASSWORD_CHANGE, tags=("auth",)),
+    },
+    "/api/v1/auth/ws-ticket": {
+        "post": Op("A single-use ticket for /ws?ticket=, valid 30 s", {201: ("Ticket", out.TicketSchema)},
+                   _AUTHED, tags=("auth",)),
+    },
+    "/api/v1/account": {
+        "delete": Op("Delete the account with its devices, notifications, queues and sessions",
+                     {204: ("Deleted", None)}, _BODY + _AUTHED + (403,), body=schemas.ACCOUNT_DELETE,
+                     tags=("auth",)),
+    },
     "/api/v1/devices": {
         "get": Op("List devices with presence", {200: ("Devices", out.DeviceListSchema)}, _AUTHED,
                   tags=("devices",)),
-        "post": Op("Register a device (idempotent with a client-chosen id)",
-                   {201: ("Device created", out.DeviceSchema), 200: ("Existing device (repeat)", out.DeviceSchema)},
+        "post": Op("Register a device (idempotent with a client-chosen id), with a session bound to it",
+                   {201: ("Device created", out.DeviceCreatedSchema),
+                    200: ("Existing device (repeat)", out.DeviceCreatedSchema)},
                    _BODY + _AUTHED + (404, 409), body=schemas.DEVICE_CREATE, tags=("devices",)),
     },
     "/api/v1/devices/{device_id}": {

@@ -48,6 +48,23 @@ class DeviceSchema(_Out):
     created_at = _stamp(required=True)
 
 
+class SessionTokensSchema(_Out):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True, validate=validate.OneOf(["Bearer"]))
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds the access token lives"})
+
+
+class DeviceCreatedSchema(DeviceSchema):
+    session = fields.Nested(SessionTokensSchema, required=True,
+                            metadata={"description": "a new session bound to this device"})
+
+
+class TicketSchema(_Out):
+    ticket = fields.String(required=True)
+    expires_in = fields.Integer(required=True, metadata={"description": "seconds the ticket stays valid (30)"})
+
+
 class DeviceListSchema(_Out):
     devices = fields.List(fields.Nested(DeviceSchema), required=True)
 

@@ -105,7 +105,7 @@ class Services:
         self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch="")
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
-        self.sessions = SessionService(redis, self.keys, tokens, self.delivery)
+        self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions)
         self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)

@@ -258,8 +258,9 @@ function onFrame(frame) {
 function onState(state) {
   renderConnection(state);
   showDevices();
-  // Presence may have changed while we were away; once revoked, our own row is gone.
-  if (state === 'connected' || state === 'revoked') refreshDevices();
+  // Presence may have changed while we were away. (Once revoked, this tab's
+  // session has ended too: a REST call now would only send it to the login form.)
+  if (state === 'connected') refreshDevices();
   if (state === 'revoked') {
     $('banner-text').textContent = 'This browser was removed from your devices, so it no longer receives notifications.';
     $('banner').hidden = false;
