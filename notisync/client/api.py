@@ -325,8 +325,9 @@ class NotiSyncClient:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _open_socket(self, device_id: str) -> WebSocketClientConnection:
-        params = {"token": self.session()["access_token"], "device_id": device_id,
-                  "last_id": self._position(device_id).get("last_id")}
+        # A single-use ticket rather than the token: socket URLs end up in proxy logs.
+        ticket = (await self._request("POST", "/api/v1/auth/ws-ticket"))["ticket"]
+        params = {"ticket": ticket, "device_id": device_id, "last_id": self._position(device_id).get("last_id")}
         url = "ws" + self.server[len("http"):] + "/ws?" + urlencode({k: v for k, v in params.items() if v})
         try:
             return await websocket_connect(HTTPRequest(url, connect_timeout=10, request_timeout=30),

@@ -164,6 +164,11 @@ export async function registerDevice(id, name) {
   return device;
 }
 
+/** A single-use ticket for opening the socket (POST /auth/ws-ticket). */
+export async function wsTicket() {
+  return (await request('POST', '/auth/ws-ticket')).ticket;
+}
+
 export const listDevices = () => request('GET', '/devices');
 export const getDevice = (id) => request('GET', `/devices/${encodeURIComponent(id)}`);
 export const renameDevice = (id, name) => request('PUT', `/devices/${encodeURIComponent(id)}`, { device_name: name });

@@ -172,7 +172,7 @@ async function start() {
   }
   // The stream's resume point is taken before the history is fetched, so
   // nothing can fall between the two; frames that overlap the page merge by id.
-  const current = new Stream({ deviceId, getToken: api.validToken, onFrame, onState, onPolicyClose });
+  const current = new Stream({ deviceId, getTicket: api.wsTicket, onFrame, onState, onPolicyClose });
   stream = current;
   await Promise.all([reloadList(), refreshDevices()]);
   if (mine === epoch) current.start(); // unless logged out meanwhile

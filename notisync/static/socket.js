@@ -20,8 +20,8 @@ export const lastIdKey = (deviceId) => `notisync.lastId.${deviceId}`;
  * from a revoked device, so the app asks the REST API which one it is.
  */
 export class Stream {
-  constructor({ deviceId, getToken, onFrame, onState, onPolicyClose }) {
-    Object.assign(this, { deviceId, getToken, onFrame, onState, onPolicyClose });
+  constructor({ deviceId, getTicket, onFrame, onState, onPolicyClose }) {
+    Object.assign(this, { deviceId, getTicket, onFrame, onState, onPolicyClose });
     this.ws = null;
     this.state = 'stopped';
     this.attempt = 0;
@@ -78,9 +78,10 @@ export class Stream {
     if (!this.active) return;
     if (!navigator.onLine) { this.setState('offline'); return; }
     this.setState(this.attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
-    let token;
+    let ticket;
     try {
-      token = await this.getToken();
+      // A single-use ticket, not the access token: URLs end up in proxy logs.
+      ticket = await this.getTicket();
     } catch (err) {
       if (err && err.status === 401) { this.stop('stopped'); return; }  // session is over; the app shows login
       this.scheduleReconnect();
@@ -88,7 +89,7 @@ export class Stream {
     }
     if (!this.active || this.ws) return;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = new URLSearchParams({ token, device_id: this.deviceId, last_id: this.cursor });
+    const q = new URLSearchParams({ ticket, device_id: this.deviceId, last_id: this.cursor });
     const ws = new WebSocket(`${proto}//${location.host}/ws?${q}`);
     this.ws = ws;
     ws.onopen = () => {
