@@ -90,7 +90,7 @@ class Services:
     """
 
     def __init__(self, settings: Settings, embedded: EmbeddedRedis | None, redis_url: str,
-                 store: DocumentStore, redis: Redis, tokens: TokenService) -> None:
+                 store: DocumentStore, redis: Redis, tokens: TokenService, epoch: str) -> None:
         s = self.settings = settings
         self.embedded, self.redis_url, self.store, self.redis, self.tokens = embedded, redis_url, store, redis, tokens
         self.lifecycle = Lifecycle()
@@ -102,7 +102,7 @@ class Services:
         self.bus = Bus(redis_url, redis, self.keys, s.node_id, client_name=self.client_name)
         self.recipients = Recipients(store, self.streams)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
-        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch="")
+        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch)
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
@@ -129,8 +129,9 @@ class Services:
             redis_url = settings.redis_url if embedded is None else await embedded.start()
             await store.open()
             redis = make_redis(redis_url, client_name(settings))
-            services = cls(settings, embedded, redis_url, store, redis, TokenService(secret, settings.access_token_ttl))
-            services.delivery.epoch = await services.streams.ensure_epoch()
+            epoch = await Streams(redis, Keys(settings.key_prefix)).ensure_epoch()
+            tokens = TokenService(secret, settings.access_token_ttl)
+            services = cls(settings, embedded, redis_url, store, redis, tokens, epoch)
             await services.bus.start(services.delivery.on_bus_message, services._redis_back)
         except BaseException:
             await _undo_start(embedded, store, redis, client_name(settings))
