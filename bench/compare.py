@@ -18,6 +18,11 @@ Then, once per target: capacity (--capacity sockets on a fresh server, RSS per
 socket and connect rate) and, for NotiSync, catch-up (a device offline while
 --catchup notifications queue; connect to last delivery).
 
+`--case independent` runs instead the case of the independent benchmark in
+issue 10 (bench/independent.py): NotiSync with default flags, a stdlib
+asyncio generator, frames without client ids, 5 s windows right after
+connecting, CPU sampled over each window.
+
 Results: bench/results/compare-<time>.json and .md. Exit code 0 when every
 delivery was accounted for, 1 if anything went missing or errored.
 """
@@ -35,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench import summary  # noqa: E402
+from bench import independent, summary  # noqa: E402
 from bench.common import environment  # noqa: E402
 from bench.driver import Generator  # noqa: E402
 from bench.targets import NotiSync, Target, all_targets  # noqa: E402
@@ -48,7 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--devices", type=int, default=5, help="per user: one phone and D-1 receivers")
     p.add_argument("--runs", type=int, default=3, help="interleaved repetitions (medians reported)")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per saturation/latency scenario")
+    p.add_argument("--case", choices=("compare", "independent"), default="compare",
+                   help="compare.py's own scenarios, or the independent harness's case (issue 10)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds per saturation/latency scenario (default 8; 5 with --case independent)")
     p.add_argument("--drain", type=float, default=30.0, help="seconds allowed for the last deliveries")
     p.add_argument("--window", type=int, default=4, help="unanswered notifications per phone at saturation")
     p.add_argument("--rate", type=float, action="append", help="notifications/s for latency (default 100, 500)")
@@ -62,9 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cluster", action="store_true", help="skip the two-node NotiSync target")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity scenario")
     p.add_argument("--quick", action="store_true", help="20 users, 1 run, 3 s, 1,000 sockets: a smoke run")
+    independent.add_arguments(p)
     if p.parse_known_args(argv)[0].quick:  # smaller defaults; explicit flags still win
         p.set_defaults(users=20, runs=1, duration=3.0, capacity=1000, catchup=200)
     args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 5.0 if args.case == "independent" else 8.0
+    if args.case == "independent":
+        args.rate = args.rate or [500.0]
     args.rate = args.rate or ([100.0] if args.quick else [100.0, 500.0])
     return args
 
@@ -175,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     data: dict[str, Any] = {"config": vars(args), "environment": environment(), "setup": {}, "results": [],
                             "stops": {}, "capacity_errors": {}}
-    targets = pick_targets(args)
+    targets = pick_targets(args) if args.case == "compare" else []
     code = 0
     try:
-        if not args.capacity_only:
+        if args.case == "independent":
+            independent.run(args, data, log)
+        elif not args.capacity_only:
             interleaved(args, targets, data)
-        if args.capacity:
+        if args.capacity and args.case == "compare":
             capacity(args, data)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -189,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         data["error"] = str(exc)
         code = 2
-    markdown = summary.markdown(data)
+    markdown = independent.markdown(data) if args.case == "independent" else summary.markdown(data)
     data["problems"] = problems = summary.problems(data)
     stem = write(data, markdown)
     print("\n" + markdown)

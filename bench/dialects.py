@@ -36,7 +36,9 @@ class SpecDialect:
     def hello(self, user_key: str, device_id: str) -> bytes | None:
         return None
 
-    def notification(self, frame_id: str, data: dict[str, Any]) -> bytes:
+    def notification(self, frame_id: str | None, data: dict[str, Any]) -> bytes:
+        if frame_id is None:  # no client id: the server answers nothing (bench/independent.py)
+            return orjson.dumps({"type": "new_notification", "data": data})
         return orjson.dumps({"type": "new_notification", "id": frame_id, "data": data})
 
     def parse(self, payload: bytes) -> tuple[Any, ...] | None:
@@ -63,9 +65,10 @@ class SocketIODialect:
     def hello(self, user_key: str, device_id: str) -> bytes | None:
         return b"40" + orjson.dumps({"user": user_key, "device_id": device_id})
 
-    def notification(self, frame_id: str, data: dict[str, Any]) -> bytes:
-        # 42<ack id>[event, data]: Socket.IO answers with 43<ack id>[return value]
-        return b"42" + frame_id.encode() + orjson.dumps(["new_notification", data])
+    def notification(self, frame_id: str | None, data: dict[str, Any]) -> bytes:
+        # 42<ack id>[event, data]: Socket.IO answers with 43<ack id>[return value];
+        # without an ack id it answers nothing.
+        return b"42" + (frame_id or "").encode() + orjson.dumps(["new_notification", data])
 
     def parse(self, payload: bytes) -> tuple[Any, ...] | None:
         if payload[:2] == b"42":

@@ -13,9 +13,10 @@ from bench.targets import Target
 class Generator:
     """One load-generator process bound to one target."""
 
-    def __init__(self, target: Target, users: int, devices: int) -> None:
+    def __init__(self, target: Target, users: int, devices: int, **options: Any) -> None:
+        # options: loop="asyncio" (default uvloop), frame_ids=False, resume=False (bench/fleet.py)
         config = {"ports": target.ports, "users": users, "devices": devices, "dialect": target.dialect,
-                  "accounts": target.accounts}
+                  "accounts": target.accounts, **options}
         ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited loop or sockets
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=genproc.run, args=(child, config), name=f"loadgen-{target.name}")

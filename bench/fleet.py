@@ -29,7 +29,8 @@ HOST = "127.0.0.1"
 
 
 class Fleet:
-    def __init__(self, ports: list[int], users: int, devices: int, dialect: str, accounts: bool) -> None:
+    def __init__(self, ports: list[int], users: int, devices: int, dialect: str, accounts: bool,
+                 frame_ids: bool = True, resume: bool = True) -> None:
         self.ports = ports
         self.base = f"http://{HOST}:{ports[0]}"
         self.n_users, self.n_devices = users, devices
@@ -39,6 +40,13 @@ class Fleet:
         self.users: list[User] = []
         self.timeline: dict[str, Counter[int]] = {}
         self.frame_ids = itertools.count()
+        # Without frame ids (bench/independent.py) nothing is acknowledged: a send
+        # counts as accepted when made, deliveries are matched by title, and the
+        # server's error frames are counted against `current_tag`.
+        self.with_ids = frame_ids
+        self.resume = resume  # NotiSync: connect with last_id=0 (replay the stream) or from the saved cursor
+        self.current_tag = "?"
+        self.on_delivery: Any = None  # callable(title), for loops closed on delivery
         AsyncHTTPClient.configure(None, max_clients=200)
 
     @property
@@ -106,7 +114,8 @@ class Fleet:
         return {"sockets": sockets, "seconds": round(registered, 2), "handshake_seconds": round(handshakes, 2),
                 "per_s": round(sockets / max(registered, 1e-9), 1), "server_connections": counted}
 
-    async def open(self, dev: Device, resume: bool = True) -> None:
+    async def open(self, dev: Device, resume: bool | None = None) -> None:
+        resume = self.resume if resume is None else resume
         path = self.dialect.path(dev.user.key, dev.user.token, dev.id, resume)
         dev.ws = await fastclient.connect(HOST, dev.port, path, lambda p, d=dev: self._on_payload(d, p),
                                           dev.on_closed)
@@ -141,11 +150,17 @@ class Fleet:
             if dev.is_phone:
                 dev.echoes += 1  # type: ignore[attr-defined]
             else:
-                dev.delivered(msg[1], msg[2], msg[3], self.timeline)  # type: ignore[attr-defined]
+                key = msg[1] if self.with_ids else msg[2]
+                dev.delivered(key, msg[2], msg[3], self.timeline)  # type: ignore[attr-defined]
+                if self.on_delivery is not None:
+                    self.on_delivery(msg[2])
         elif kind == "a" and dev.is_phone:
-            dev.answered(msg[1], msg[2], None)  # type: ignore[attr-defined]
+            if self.with_ids:  # without ids only the bare peers answer, with id null: ignored
+                dev.answered(msg[1], msg[2], None)  # type: ignore[attr-defined]
         elif kind == "e":
-            if dev.is_phone:
+            if dev.is_phone and not self.with_ids:
+                dev.count_error(self.current_tag, msg[2])  # type: ignore[attr-defined]
+            elif dev.is_phone:
                 dev.answered(msg[1], None, msg[2])  # type: ignore[attr-defined]
             if dev.ready is not None and not dev.ready.done():
                 dev.ready.set_exception(RuntimeError(f"session refused: {msg[2]}"))
@@ -155,12 +170,19 @@ class Fleet:
             dev.ready.set_result(None)
 
     # -- frames out ---------------------------------------------------------------
-    def send(self, phone: Phone, tag: str) -> None:
+    def send(self, phone: Phone, tag: str) -> str:
+        """Send one notification; returns its title (what receivers match it by without ids)."""
         frame_id = str(next(self.frame_ids))
         now = time.time()
-        data = {"app_name": "Bench", "title": f"{tag}#{frame_id}", "body": repr(now)}
-        phone.track(frame_id, tag, now)
-        phone.ws.send(self.dialect.notification(frame_id, data))
+        title = f"{tag}#{frame_id}"
+        data = {"app_name": "Bench", "title": title, "body": repr(now)}
+        if self.with_ids:
+            phone.track(frame_id, tag, now)
+            phone.ws.send(self.dialect.notification(frame_id, data))
+        else:
+            phone.sent.setdefault(tag, {})[title] = now
+            phone.ws.send(self.dialect.notification(None, data))
+        return title
 
     async def send_rest(self, phone: Phone, tag: str) -> None:
         now = time.time()
@@ -216,6 +238,26 @@ class Fleet:
         if not seconds:
             return {}
         return {"min": min(seconds), "median": sorted(seconds)[len(seconds) // 2], "max": max(seconds)}
+
+    async def disconnect(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Close every socket and wait until the server(s) count none (their cleanup done)."""
+        for dev in (d for u in self.users for d in u.devices):
+            if dev.ws is not None:
+                dev.ws.close()
+        started = time.time()
+        left: int | None = None
+        while time.time() < started + timeout:
+            await asyncio.sleep(0.2)
+            left = 0
+            for port in self.ports:
+                _, health = await http(f"http://{HOST}:{port}", "GET", "/health")
+                health = health if isinstance(health, dict) else {}
+                left += (health.get("websocket") or health).get("connections") or 0
+            if not left:
+                break
+        for dev in (d for u in self.users for d in u.devices):
+            dev.ws, dev.closed_code = None, None
+        return {"seconds": round(time.time() - started, 2), "server_connections_left": left}
 
     async def close(self) -> None:
         for user in self.users:

@@ -2,7 +2,8 @@
 
 A separate process keeps the generator's event loop off the server's, and
 its CPU is sampled on its own so a generator-bound run can say so. It runs
-on uvloop, the cheapest loop available, whatever the server under test uses.
+on uvloop, the cheapest loop available, whatever the server under test uses,
+unless the config says loop="asyncio" (the independent harness's case).
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from bench.fleet import Fleet
 def run(conn: Any, config: dict[str, Any]) -> None:
     """multiprocessing target. Ctrl-C goes to the parent, which tells us to quit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = dict(config)
+    if config.pop("loop", "uvloop") == "asyncio":
+        asyncio.run(_serve(conn, config))
+        return
     try:
         import uvloop
         uvloop.run(_serve(conn, config))
@@ -33,6 +38,8 @@ async def _serve(conn: Any, config: dict[str, Any]) -> None:
         "latency": lambda **a: scenarios.latency(fleet, **a),
         "rest_saturate": lambda **a: scenarios.rest_saturate(fleet, **a),
         "catchup": lambda **a: scenarios.catchup(fleet, **a),
+        "window": lambda **a: scenarios.window(fleet, **a),
+        "loop": _loop_name,
     }
     loop = asyncio.get_running_loop()
     try:
@@ -47,6 +54,10 @@ async def _serve(conn: Any, config: dict[str, Any]) -> None:
             conn.send(result)
     finally:
         await fleet.close()
+
+
+async def _loop_name() -> dict[str, Any]:
+    return {"loop": type(asyncio.get_running_loop()).__module__}
 
 
 def _receive(conn: Any) -> tuple[str, dict[str, Any]]:

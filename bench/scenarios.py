@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bench.actors import Phone, Receiver
 from bench.common import http, summarize
 from bench.fleet import SEND_GUARD, Fleet
+from bench.node import machine_sample, proc_sample
 
 
 async def warmup(fleet: Fleet, drain: float) -> dict[str, Any]:
@@ -26,7 +28,8 @@ async def _settle(fleet: Fleet, tag: str, started: float, drain: float) -> dict[
     return fleet.report(tag, started, sends_done, drained)
 
 
-async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag: str) -> dict[str, Any]:
+async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag: str,
+                   on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
     """Closed loop: each phone keeps `window` notifications unanswered and sends again on every answer."""
     deadline = time.time() + duration
 
@@ -42,12 +45,15 @@ async def saturate(fleet: Fleet, duration: float, window: int, drain: float, tag
     await asyncio.sleep(max(0.0, deadline - time.time()))
     for phone in fleet.phones:
         phone.on_answer = None
+    if on_sent is not None:
+        on_sent()
     report = await _settle(fleet, tag, started, drain)
     report.update(window=window, per_second=fleet.per_second(tag, started, duration))
     return report
 
 
-async def latency(fleet: Fleet, rate: float, duration: float, drain: float, tag: str) -> dict[str, Any]:
+async def latency(fleet: Fleet, rate: float, duration: float, drain: float, tag: str,
+                  on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
     """Open loop: send i is due at t0 + i/R, whatever the answers are doing."""
     count = max(1, round(rate * duration))
     phones = fleet.phones
@@ -64,6 +70,8 @@ async def latency(fleet: Fleet, rate: float, duration: float, drain: float, tag:
         sent = due
         if sent < count:
             await asyncio.sleep(max(0.0, started + sent * interval - time.time()))
+    if on_sent is not None:
+        on_sent()
     report = await _settle(fleet, tag, started, drain)
     report.update(rate=rate, scheduled=count, schedule_lag_ms=summarize(lags))
     return report
@@ -146,3 +154,90 @@ async def _post_many(fleet: Fleet, phone: Phone, tag: str, count: int, window: i
     finally:
         phone.on_answer = None
 
+
+# -- the independent harness's case (bench/independent.py) ------------------------------------
+async def window(fleet: Fleet, kind: str, settle: float, duration: float, drain: float, tag: str,
+                 pids: dict[str, list[int]], window: int = 4, rate: float = 0.0) -> dict[str, Any]:
+    """Connect every socket, wait `settle` s, run one `duration` s window, drain, disconnect.
+
+    Server, redis, generator and machine CPU are sampled over the window
+    itself (from its first send to its last), not over connect or drain.
+    """
+    conn = await fleet.connect()  # returns once the server counts every socket
+    groups = {**pids, "generator": [os.getpid()]}
+    connected = {name: [proc_sample(p) for p in ps] for name, ps in groups.items()}
+    machine_connected = machine_sample()
+    await asyncio.sleep(settle)
+    settled = _window_cpu(groups, connected, machine_connected)[0]  # what the server still did after connecting
+    fleet.current_tag = tag
+    before = {name: [proc_sample(p) for p in ps] for name, ps in groups.items()}
+    machine_before = machine_sample()
+    marks: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def window_over() -> None:
+        marks.append(_window_cpu(groups, before, machine_before))
+
+    if kind == "latency":
+        report = await latency(fleet, rate, duration, drain, tag, on_sent=window_over)
+    elif fleet.with_ids:  # the loop closes on acks, as in compare.py's own saturation
+        report = await saturate(fleet, duration, window, drain, tag, on_sent=window_over)
+    else:
+        report = await saturate_on_delivery(fleet, duration, window, drain, tag, on_sent=window_over)
+    report["resources"], report["machine"] = marks[0]
+    report.update(connect=conn, settle=settle, settle_resources=settled, disconnect=await fleet.disconnect())
+    fleet.current_tag = "?"
+    return report
+
+
+def _window_cpu(groups: dict[str, list[int]], before: dict[str, list], machine_before: Any) -> tuple[dict, dict]:
+    out: dict[str, Any] = {}
+    for name, pids in groups.items():
+        pairs = [(b, proc_sample(p)) for b, p in zip(before[name], pids)]
+        pairs = [(b, a) for b, a in pairs if b and a]
+        if not pairs:
+            out[name] = None
+            continue
+        wall = max(pairs[0][1]["t"] - pairs[0][0]["t"], 1e-9)
+        cpu_s = sum(a["cpu_s"] - b["cpu_s"] for b, a in pairs)
+        out[name] = {"cpu_s": round(cpu_s, 3), "cpu_pct": round(cpu_s / wall * 100, 1), "wall_s": round(wall, 3),
+                     "rss_mb_after": round(sum(a["rss_mb"] for _, a in pairs), 1)}
+    after = machine_sample()
+    busy = None
+    if machine_before and after:
+        busy = round((after["cpu_s"] - machine_before["cpu_s"]) / max(after["t"] - machine_before["t"], 1e-9) * 100, 1)
+    return out, {"cpus": os.cpu_count(), "busy_pct": busy, "loadavg": os.getloadavg()}
+
+
+async def saturate_on_delivery(fleet: Fleet, duration: float, window: int, drain: float, tag: str,
+                               on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Closed loop without acks: each phone keeps `window` notifications not yet seen by all its receivers."""
+    deadline = time.time() + duration
+    waiting: dict[str, list[Any]] = {}  # title -> [phone, receivers still to see it]
+
+    def send(phone: Phone) -> None:
+        waiting[fleet.send(phone, tag)] = [phone, len(phone.user.receivers)]
+
+    def seen(title: str) -> None:
+        entry = waiting.get(title)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del waiting[title]
+            if time.time() < deadline:
+                send(entry[0])
+
+    started = time.time()
+    fleet.on_delivery = seen
+    try:
+        for phone in fleet.phones:
+            for _ in range(window):
+                send(phone)
+        await asyncio.sleep(max(0.0, deadline - time.time()))
+    finally:
+        fleet.on_delivery = None
+    if on_sent is not None:
+        on_sent()
+    report = await _settle(fleet, tag, started, drain)
+    report.update(window=window, per_second=fleet.per_second(tag, started, duration))
+    return report

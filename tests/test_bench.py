@@ -53,3 +53,29 @@ def test_quick_comparison_accounts_for_every_delivery_on_every_server():
     assert all(r["server_connections"] == r["sockets"] == 300 for r in capacity.values())
     # the table a user reads: one row per server, the ratios against each peer
     assert "NotiSync / python-socketio + Redis" in run.stdout and "bare asyncio" in run.stdout
+
+
+def test_independent_case_accounts_for_every_delivery_without_frame_ids():
+    """`--case independent` (issue 10): no client ids, stdlib asyncio generator, windows right after connecting."""
+    before = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json")))
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--case", "independent", "--users", "10",
+         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "100", "--variant", "ids=--frame-ids"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (path,) = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json"))) - before
+    with open(path) as f:
+        data = json.load(f)
+    os.remove(path)
+    os.remove(path[:-5] + ".md")
+    assert data["problems"] == []
+    rows = {"notisync", "socketio", "tornado", "notisync[ids]"}
+    assert {t for t, s in data["setup"].items() if s["loop"].startswith("asyncio")} == rows
+    for scenario in ("saturation", "latency@100"):
+        got = {r["target"]: r for r in data["results"] if r["scenario"] == scenario}
+        assert set(got) == rows
+        for target, r in got.items():
+            assert r["sent"] > 0 and r["received"] == r["expected"] == 4 * r["sent"], (target, scenario)
+            assert r["resources"]["server"]["cpu_s"] >= 0 and r["disconnect"]["server_connections_left"] == 0
+    assert "Targets (issue 10, this case)" in run.stdout
