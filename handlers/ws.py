@@ -165,7 +165,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
 
     async def room(self) -> None:
         if not await self._outbox.room(STALL_SECONDS) and not self._outbox.broken:
-            log.info("closing a socket that read nothing of %d bytes (%d frames) behind for %g s",
+            log.info("closing a socket that did not drain half of its %d bytes (%d frames) backlog in %g s",
                      self._outbox.backlog_bytes, self._outbox.backlog, STALL_SECONDS)
             self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
 
