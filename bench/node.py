@@ -31,7 +31,9 @@ class ServerNode:
 
     def start(self, timeout: float = 30.0) -> None:
         args = [sys.executable, os.path.join(ROOT, "run.py"), "--port", str(self.port),
-                "--data-dir", self.data_dir, "--log-level", "INFO", *self.extra_args]
+                "--data-dir", self.data_dir, "--log-level", "INFO",
+                "--post-rate", "0",  # the benchmark measures delivery, not the per-user post limit
+                *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, start_new_session=True,
                                          env={**os.environ, "PYTHONPATH": ROOT})

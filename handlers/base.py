@@ -51,6 +51,7 @@ class ServiceHandler(tornado.web.RequestHandler):
         """Answer with the SPEC's error shape."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
 
@@ -66,6 +67,7 @@ class BaseHandler(ServiceHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")  # JSON is never to be sniffed as HTML
         origin = self.request.headers.get("Origin")
         if origin and self.origin_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)

@@ -99,13 +99,22 @@ def write_through(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
 
 
 class Outbox:
-    """Frames queued for one socket during this loop turn."""
+    """Frames queued for one socket during this loop turn.
+
+    Two bounds on how far a socket may fall behind, counting frames queued
+    here and frames handed to the stream but not yet taken by the kernel:
+    ``limit`` frames and ``byte_limit`` bytes. Bytes are what cost memory
+    (a frame may be 64 KiB: 5,000 of them were ~320 MB per socket); the
+    frame count stays as a cheap second bound on the per-frame bookkeeping
+    (list slots, write callbacks) that tiny frames cost beyond their bytes.
+    """
 
     # One per socket: slots keep 10,000 idle sockets' outboxes small.
-    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken", "_probe")
+    __slots__ = ("_write", "_state", "_limit", "_frames", "in_flight", "broken", "_probe",
+                 "_byte_limit", "_queued_bytes", "in_flight_bytes", "_room")
 
     def __init__(self, write: Write, state: Subscriber, limit: int,
-                 probe: Callable[[Subscriber], bytes | None] | None = None) -> None:
+                 probe: Callable[[Subscriber], bytes | None] | None = None, byte_limit: int = 0) -> None:
         self._write = write
         self._state = state
         self._limit = limit
@@ -113,21 +122,63 @@ class Outbox:
         self._frames: list[bytes] = []
         self.in_flight = 0  # frames handed to the stream, not yet in the kernel
         self.broken = False  # the stream refused a write: the socket is going
+        self._byte_limit = byte_limit  # 0: frames only
+        self._queued_bytes = 0
+        self.in_flight_bytes = 0
+        self._room: asyncio.Future[None] | None = None  # a replay waiting for the backlog to halve
 
     @property
     def backlog(self) -> int:
         return self.in_flight + len(self._frames)
 
+    @property
+    def backlog_bytes(self) -> int:
+        return self.in_flight_bytes + self._queued_bytes
+
+    @property
+    def crowded(self) -> bool:
+        """Half the byte limit is used: a replay should wait (``room``) before queueing more."""
+        return bool(self._byte_limit) and self.backlog_bytes >= self._byte_limit // 2
+
     def put(self, frame: bytes) -> bool:
-        """Queue a frame; False if the socket is broken or ``limit`` frames behind."""
+        """Queue a frame; False if the socket is broken or past either limit."""
         if self.broken or self.backlog >= self._limit:
+            return False
+        # A frame alone may exceed a tiny limit: it still goes, or it never could.
+        if self._byte_limit and self.backlog_bytes and self.backlog_bytes + len(frame) > self._byte_limit:
             return False
         if not self._frames:
             # The caller advances the cursor after this returns: remember where it was.
             self._state.unsent = self._state.cursor
             asyncio.get_running_loop().call_soon(self.flush)
         self._frames.append(frame)
+        self._queued_bytes += len(frame)
         return True
+
+    async def room(self, timeout: float) -> bool:
+        """Write what is queued, then wait until the backlog is under half the byte limit.
+
+        A replay reads 500 entries at a time: without waiting, a stream of
+        large notifications would exceed the limit within one loop turn
+        even for a client that reads fast, and close it on every reconnect.
+        False if the backlog did not drain that far within ``timeout``
+        seconds (the client is not reading) or the socket broke.
+        """
+        self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.crowded and not self.broken:
+            if self._room is None or self._room.done():
+                self._room = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._room), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return False
+        return not self.broken
+
+    def _wake(self) -> None:
+        if self._room is not None and not self._room.done() and (self.broken or not self.crowded):
+            self._room.set_result(None)
 
     def flush(self) -> None:
         """Hand every queued frame to the stream in one write (idempotent)."""
@@ -146,17 +197,22 @@ class Outbox:
         if written is not None and written.done() and (written.cancelled() or written.exception() is not None):
             self.broken = True
             return
+        size = self._queued_bytes
         self._frames = []
+        self._queued_bytes = 0
         self._state.unsent = None
         hooks.frames_written(len(frames))
         if written is not None and not written.done():
             self.in_flight += len(frames)
-            written.add_done_callback(functools.partial(self._written, len(frames)))
+            self.in_flight_bytes += size
+            written.add_done_callback(functools.partial(self._written, len(frames), size))
 
-    def _written(self, count: int, future: asyncio.Future[None]) -> None:
+    def _written(self, count: int, size: int, future: asyncio.Future[None]) -> None:
         self.in_flight -= count
+        self.in_flight_bytes -= size
         if not future.cancelled():
             future.exception()  # consume a closed-stream error; on_close handles it
+        self._wake()
 
     def drop(self) -> None:
         """The socket is gone: forget what never reached it, and rewind the cursor past it."""
@@ -164,4 +220,6 @@ class Outbox:
         if self._frames and self._state.unsent is not None:
             self._state.cursor = self._state.unsent
         self._frames = []
+        self._queued_bytes = 0
         self._state.unsent = None
+        self._wake()

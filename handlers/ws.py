@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Frames queued or written but not yet in the kernel; past this the client
 # is not keeping up, and it recovers from its stream after reconnecting.
 MAX_PENDING_FRAMES = 5000
+# A replay waits this long for a full outbox (--outbox-bytes) to drain by
+# half before giving the client up as not reading (1013, like the limit).
+STALL_SECONDS = 10.0
 # Token bucket per socket (rate from --ws-rate-limit, burst BURST_FACTOR x
 # the rate): a phone posting bursts is fine, a flood is not.
 BURST_FACTOR = 4.0
@@ -60,7 +63,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         self.conn_id = uuid.uuid4().hex[:12]
         self.subscriber = Subscriber()
         self._outbox = Outbox(functools.partial(write_frames, self), self.subscriber, MAX_PENDING_FRAMES,
-                              self.services.positions.for_write)
+                              self.services.positions.for_write, byte_limit=self.services.settings.outbox_bytes)
         self._closed = False
         self._subscribed = False
         self._rate = float(self.settings.get("ws_rate_limit", 50.0))
@@ -178,9 +181,20 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         if self._outbox.broken:  # its stream failed; usually on_close is already on its way
             self.close(protocol.CLOSE_SERVER_ERROR, "write failed")
         else:
-            log.info("closing a socket that fell %d frames behind", self._outbox.backlog)
+            log.info("closing a socket that fell %d frames (%d bytes) behind (outbox limit)",
+                     self._outbox.backlog, self._outbox.backlog_bytes)
             self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
         return False
+
+    @property
+    def crowded(self) -> bool:
+        return self._outbox.crowded
+
+    async def room(self) -> None:
+        if not await self._outbox.room(STALL_SECONDS) and not self._outbox.broken:
+            log.info("closing a socket that did not drain half of its %d bytes (%d frames) backlog in %g s",
+                     self._outbox.backlog_bytes, self._outbox.backlog, STALL_SECONDS)
+            self.close(protocol.CLOSE_TRY_AGAIN, "client too slow")
 
     def probe(self, token: bytes) -> bool:
         conn = self.ws_connection
@@ -263,6 +277,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
     def _send_error(self, exc: ApiError, frame_id: str | None) -> None:
         hooks.error(exc)  # counts it if a Redis/store failure caused it
         data: dict[str, Any] = exc.to_dict()
+        if exc.retry_after is not None:  # rate_limited: REST's Retry-After, in the frame
+            data["retry_after"] = exc.retry_after
         if frame_id is not None:
             data["id"] = frame_id
         self.send(protocol.frame(protocol.ERROR, data))

@@ -51,3 +51,7 @@ class Keys:
 
     def login_attempts(self, email: str, client: str) -> str:
         return f"{self.prefix}:rl:login:{email}:{client}"
+
+    def post_rate(self, user_id: str) -> str:
+        """The user's post-rate state (GCRA: when the bucket is next empty, ms); expires when idle."""
+        return f"{self.prefix}:rl:post:{user_id}"

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from store.errors import DuplicateKey
-from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
+from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
 
 DEFAULT_DB = "notisync"
 INTERNAL_FIELDS = ("dedupe_key",)
@@ -264,7 +264,7 @@ class MongoStore(DocumentStore):
     async def get_notification(
         self, user_id: str, notification_id: str
     ) -> Record | None:
-        doc = await self.notifications.find_one({"_id": notification_id, "user_id": user_id})
+        doc = await self.notifications.find_one({"_id": notification_id, "user_id": user_id, **live()})
         return to_record(doc)
 
     async def delete_notification(self, user_id: str, notification_id: str) -> None:
@@ -298,7 +298,7 @@ class MongoStore(DocumentStore):
         changes: dict[str, Any] = {name: True for name, on in flags.items() if on}
         changes["updated_at"] = now
         doc = await self.notifications.find_one_and_update(
-            {"_id": notification_id, "user_id": user_id},
+            {"_id": notification_id, "user_id": user_id, **live()},
             {"$set": changes},
             return_document=ReturnDocument.AFTER,
         )
@@ -312,8 +312,14 @@ class MongoStore(DocumentStore):
         return result.deleted_count
 
 
+def live() -> dict[str, Any]:
+    """Not past expires_at: the TTL index removes such documents only within a minute or so,
+    and an expired notification must be gone from every answer at once."""
+    return {"$nor": [{"expires_at": {"$lte": utcnow()}}]}
+
+
 def notification_filter(query: NotificationQuery) -> dict[str, Any]:
-    clauses: list[dict[str, Any]] = [{"user_id": query.user_id}]
+    clauses: list[dict[str, Any]] = [{"user_id": query.user_id}, live()]
     if query.before is not None:
         created, last_id = query.before
         clauses.append(

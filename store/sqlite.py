@@ -33,7 +33,9 @@ from store.sqlite_rows import (
     _first,
     _decode_row,
     _py_lower,
+    LIVE,
     _notification_filter,
+    live_since,
 )
 
 T = TypeVar("T")
@@ -351,8 +353,8 @@ class SQLiteStore(DocumentStore):
     async def get_notification(
         self, user_id: str, notification_id: str
     ) -> Record | None:
-        sql = "SELECT * FROM notifications WHERE id = ? AND user_id = ?"
-        return await self._one(sql, (notification_id, user_id))
+        sql = f"SELECT * FROM notifications WHERE id = ? AND user_id = ? AND {LIVE}"
+        return await self._one(sql, (notification_id, user_id, live_since()))
 
     async def delete_notification(self, user_id: str, notification_id: str) -> None:
         sql = "DELETE FROM notifications WHERE id = ? AND user_id = ?"
@@ -394,10 +396,10 @@ class SQLiteStore(DocumentStore):
         sets = [f"{name} = 1" for name, on in flags.items() if on]
         sets.append("updated_at = ?")
         sql = (
-            f"UPDATE notifications SET {', '.join(sets)} WHERE id = ? AND user_id = ?"
+            f"UPDATE notifications SET {', '.join(sets)} WHERE id = ? AND user_id = ? AND {LIVE}"
             " RETURNING *"
         )
-        params = (encode_time(now), notification_id, user_id)
+        params = (encode_time(now), notification_id, user_id, live_since())
         return await self._write(lambda conn: _first(conn.execute(sql, params)))
 
     async def purge_expired(self, now: dt.datetime) -> int:

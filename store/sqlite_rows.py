@@ -9,7 +9,7 @@ import datetime as dt
 import sqlite3
 from typing import Any
 
-from store.documents import NotificationQuery, Record
+from store.documents import NotificationQuery, Record, utcnow
 
 USER_COLS = ("id", "email", "password_hash", "created_at")
 SESSION_COLS = ("id", "user_id", "device_id", "created_at", "ended_at")
@@ -90,9 +90,19 @@ def _py_lower(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
 
+# A notification past expires_at is gone from every answer at once, whatever
+# the purge schedule (SPEC "Limits"); the purge only reclaims the space.
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def live_since() -> str:
+    """The parameter of ``LIVE``: now."""
+    return encode_time(utcnow())  # type: ignore[return-value]
+
+
 def _notification_filter(query: NotificationQuery) -> tuple[list[str], list[Any]]:
-    where = ["user_id = ?"]
-    params: list[Any] = [query.user_id]
+    where = ["user_id = ?", LIVE]
+    params: list[Any] = [query.user_id, live_since()]
     if query.before is not None:
         created, last_id = query.before
         stamp = encode_time(created)

@@ -35,6 +35,9 @@ ZERO = "0-0"
 # The marker makes a notification's fan-out happen once: it is checked before
 # anything else and set with the appends, atomically, so a second attempt
 # (a retry, the sweeper, another node) appends nothing and answers DONE.
+# Each append also sets the stream and its last-id key to expire RETENTION_MS
+# after it: a device that never comes back leaves nothing behind for longer
+# (everything in them would be trimmed on read by then anyway).
 _FANOUT = """
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH mismatch') end
@@ -46,7 +49,8 @@ for i = 4, #KEYS, 2 do
   n = n + 1
   local prev = redis.call('GET', KEYS[i + 1]) or '0-0'
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', ARGV[5])
-  redis.call('SET', KEYS[i + 1], id)
+  redis.call('SET', KEYS[i + 1], id, 'PX', RETENTION_MS)
+  redis.call('PEXPIRE', KEYS[i], RETENTION_MS)
   ids[2 * n - 1] = prev
   ids[2 * n] = id
   parts[n] = '"' .. ARGV[7 + n] .. '":["' .. prev .. '","' .. id .. '"]'
@@ -57,7 +61,7 @@ if n > 0 then
   redis.call('PUBLISH', ARGV[3], header .. '\\n' .. ARGV[5])
 end
 return ids
-"""
+""".replace("RETENTION_MS", str(RETENTION_MS))
 
 # KEYS: epoch, then one cursor key per device; ARGV: epoch, then the ids.
 # One script for every cursor: a pipeline of one call per device cost the

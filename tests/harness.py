@@ -110,7 +110,10 @@ class Node:
         self.log_path = os.path.join(self.data_dir, f"node-{self.port}.log")
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONPATH": ROOT, **self.env}
+        # Many tests post hundreds of notifications for one user at once; the
+        # per-user post rate has its own tests (tests/test_limits.py), which
+        # set it with --post-rate (a flag wins over the environment).
+        env = {**os.environ, "PYTHONPATH": ROOT, "NOTISYNC_POST_RATE": "0", **self.env}
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, env=env)
         log.close()
         deadline = time.time() + timeout

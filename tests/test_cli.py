@@ -393,3 +393,21 @@ async def test_installed_console_script(cli, user):
         pytest.skip("the notisync console script is not installed next to this python")
     out = (await cli.run("send", "--app", "Script", "--title", "via entry point", program=[script])).ok().out
     assert (await rest_notification(user, out.strip()))["title"] == "via entry point"
+
+
+async def test_list_and_watch_strip_terminal_escapes_from_notification_text(cli, user):
+    phone = await user.device("mobile")
+    watch = await cli.watch()
+    # A window-title change, colours, a clipboard write (OSC 52), a C1 CSI, a NUL.
+    title = "\x1b]0;pwned\x07evil\x1b[31mred\x1b[0m \x1b]52;c;Zm9v\x1b\\copied\x9b2J\x00end"
+    nid = (await user.post(title, device=phone, app_name="Chat\x1b[2J", body="line1\nline2\x85x"))["id"]
+    shown = await watch.line()
+    listed = (await cli.run("list")).ok().out
+    as_json = (await cli.run("list", "--json")).ok().out
+    for out in (shown, listed, as_json):
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in out), repr(out)
+    assert shown.endswith("Chat: evilred copied end — line1 line2 x"), repr(shown)
+    assert "Chat: evilred copied end — line1 line2 x" in listed
+    # --json keeps the exact text, escaped.
+    assert json.loads(as_json.splitlines()[0])["title"] == title and nid in as_json
+    await watch.stop()

@@ -446,6 +446,21 @@ async def test_purge_expired(store: DocumentStore) -> None:
     assert await store.purge_expired(now) == 0
 
 
+async def test_expired_notifications_are_gone_from_every_answer_at_once(store: DocumentStore) -> None:
+    # No purge runs here: what is past expires_at by the wall clock is invisible anyway.
+    now = utcnow()
+    gone = note("u1", title="one-time code 1234", expires_at=now - MS)
+    live = note("u1", title="one-time code 5678", expires_at=now + DAY)
+    for n in (gone, live):
+        await store.create_notification(n)
+    assert await store.get_notification("u1", gone["id"]) is None
+    assert await store.get_notification("u1", live["id"]) == live
+    assert await list_ids(store, "u1") == [live["id"]]
+    assert await list_ids(store, "u1", q="one-time") == [live["id"]]
+    assert await list_ids(store, "u1", app_name=gone["app_name"]) == [live["id"]]
+    assert await store.set_notification_flags("u1", gone["id"], {"is_read": True}, now) is None
+
+
 # -- SQLite: one file, several stores ------------------------------------------------
 async def test_sqlite_data_survives_reopen(tmp_path: Any) -> None:
     path = str(tmp_path / "new" / "dir" / "n.sqlite3")

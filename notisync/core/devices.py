@@ -18,10 +18,11 @@ from store.streams import Streams
 class DeviceService:
     def __init__(
         self, store: DocumentStore, presence: Presence, streams: Streams, delivery: Delivery,
-        recipients: Recipients, sessions: SessionService,
+        recipients: Recipients, sessions: SessionService, max_devices: int = 0,
     ) -> None:
         self.sessions = sessions
         self.store = store
+        self.max_devices = max_devices  # live devices per user; 0: no limit
         self.presence = presence
         self.streams = streams
         self.delivery = delivery
@@ -39,6 +40,8 @@ class DeviceService:
             "created_at": now,
             "revoked_at": None,
         }
+        if self.max_devices:
+            await self._check_room(user_id, device["id"])
         try:
             stored, created = await self.store.create_device(device)
         except DuplicateKey:
@@ -50,6 +53,17 @@ class DeviceService:
         await self.streams.bump_device_version(user_id)
         self.recipients.forget(user_id)
         return device_view(stored, await self._is_online(user_id, stored["id"])), created
+
+    async def _check_room(self, user_id: str, device_id: str) -> None:
+        """409 if the user already has ``max_devices`` live devices and this is a new one.
+
+        Counted before the insert, so two concurrent creates can pass one over
+        the limit; the bound still holds to within the user's concurrency.
+        """
+        live = await self.store.list_devices(user_id)
+        if len(live) >= self.max_devices and all(d["id"] != device_id for d in live):
+            raise Conflict(f"a user may have at most {self.max_devices} devices; revoke one first",
+                           code="too_many_devices")
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         devices = await self.store.list_devices(user_id)

@@ -10,7 +10,7 @@ import binascii
 import datetime as dt
 import logging
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from redis.exceptions import RedisError
 
@@ -19,10 +19,11 @@ from notisync.core.devices import DeviceService
 from notisync.core.pending import PendingClears
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.recipients import DeviceList
-from notisync.errors import BadRequest, NotFound, Unavailable
+from notisync.errors import BadRequest, NotFound, RateLimited, Unavailable
 from notisync.hooks import hooks
 from notisync.views import notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
+from store.ratelimit import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ SWEEP_BATCH = 200
 class NotificationService:
     def __init__(
         self, store: DocumentStore, fan_out: FanOut, devices: DeviceService, pending: PendingClears,
+        post_limit: Callable[[str], Awaitable[float]] | None = None,
     ) -> None:
         self.store = store
+        # user id -> seconds to wait (0: allowed); shared by every node (--post-rate).
+        self.post_limit = post_limit
         self.fan_out = fan_out
         self.devices = devices
         self.pending = pending
@@ -69,6 +73,9 @@ class NotificationService:
         twice.
         """
         source_device_id = source_device_id or data.get("source_device_id")
+        if self.post_limit is not None and (wait := await self.post_limit(user_id)) > 0:
+            # Checked before anything is stored: a refused post leaves no trace.
+            raise RateLimited("too many notifications; retry later", retry_after=retry_after(wait))
         # The cached list says whether the sender is live; the fan-out's
         # version check confirms it before anything is sent.
         targets = await self.fan_out.device_list(user_id, source_device_id)

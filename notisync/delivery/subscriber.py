@@ -51,6 +51,13 @@ class Connection(Protocol):
     def send(self, frame: bytes) -> bool:
         """Queue a frame; False if the socket is closed or was dropped as too slow."""
 
+    @property
+    def crowded(self) -> bool:
+        """Half the socket's outbox byte limit is in use: a replay waits (``room``)."""
+
+    async def room(self) -> None:
+        """Return once the socket's outbox has room again (or the socket is gone)."""
+
     def probe(self, token: bytes) -> bool:
         """Send a WebSocket ping carrying ``token`` behind every frame already written.
 

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from notisync.runtime.limits import LIMIT_FLAGS, check as check_limits
 from notisync.runtime.ops_settings import OPS_FLAGS, OpsSettings, check as check_ops, yes
 
 
@@ -39,6 +40,11 @@ class Settings(OpsSettings):
     access_token_ttl: int = 900
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     key_prefix: str = "notisync"
+    # Limits (SPEC "Limits"); 0 turns each off.
+    max_devices: int = 100
+    post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
+    outbox_bytes: int = 4 * 1024 * 1024
+    redis_maxmemory: str = "512mb"  # embedded redis only
 
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins or not origin:
@@ -64,6 +70,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     **OPS_FLAGS,
+    **LIMIT_FLAGS,
 }
 
 
@@ -94,6 +101,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         parser.error(problem)
     if settings.access_token_ttl < 10:
         parser.error("--access-token-ttl must be at least 10 seconds")
+    if (problem := check_limits(settings)) is not None:
+        parser.exit(2, f"run.py: error: {problem}\n")  # one line, no usage dump
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)

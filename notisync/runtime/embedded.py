@@ -35,8 +35,9 @@ RESTART_BACKOFF = (0.2, 10.0)  # first and longest wait between failed restarts
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, maxmemory: str = "0") -> None:
         self.data_dir = os.path.abspath(data_dir)
+        self.maxmemory = maxmemory  # redis size syntax ("512mb"); "0": unbounded
         self.socket_path = os.path.join(self.data_dir, "redis.sock")
         self.pid_path = os.path.join(self.data_dir, "redis.pid")
         self.log_path = os.path.join(self.data_dir, "redis.log")
@@ -180,6 +181,10 @@ class EmbeddedRedis:
             "appendonly": "yes",  # queued messages survive a restart
             "appendfsync": "everysec",
             "save": '""',  # the AOF is enough; no RDB snapshots
+            # Bounded, and never evicting: an evicted stream or marker would
+            # silently lose or duplicate deliveries; refused writes become 503s.
+            "maxmemory": self.maxmemory,
+            "maxmemory-policy": "noeviction",
         }
         with open(self.conf_path, "w", encoding="utf-8") as f:
             f.write("# written by notisync.runtime.embedded; regenerated on every start\n")

@@ -12,6 +12,7 @@ from notisync import protocol
 from notisync.runtime import gctune, logs
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings
+from notisync.runtime.hygiene import restrict_umask
 from notisync.runtime.memory import limit_malloc_arenas
 from notisync.runtime.services import Services
 
@@ -92,6 +93,7 @@ async def _until(done: Callable[[], bool], seconds: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()  # first: every file and dir created from here on is private
     limit_malloc_arenas()  # before the store's worker thread starts
     settings = parse_settings(argv)
     logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback

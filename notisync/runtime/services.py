@@ -26,11 +26,14 @@ from notisync.errors import Unavailable
 from notisync.hooks import hooks
 from notisync.runtime.config import Settings
 from notisync.runtime.embedded import EmbeddedRedis
+from notisync.runtime.hygiene import secure_data_dir
 from notisync.runtime.lifecycle import Lifecycle
+from notisync.runtime.limits import POST_BURST_FACTOR
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
 from store.presence import Presence
+from store.ratelimit import RateLimit
 from store.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -106,10 +109,15 @@ class Services:
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
-        self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions)
+        self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
+                                     max_devices=s.max_devices)
         self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)
-        self.notifications = NotificationService(store, self.fan_out, self.devices, self.pending)
+        self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
+        self.notifications = NotificationService(
+            store, self.fan_out, self.devices, self.pending,
+            post_limit=(lambda user_id: self.post_rate.take(self.keys.post_rate(user_id))) if s.post_rate else None,
+        )
         self.stats = StatsService(self.hub, self.presence)
         self._loops: list[asyncio.Task[None]] = []
 
@@ -120,9 +128,9 @@ class Services:
         If any step fails, what the earlier steps started is stopped again:
         a failed start leaves no redis-server behind.
         """
-        os.makedirs(settings.data_dir, exist_ok=True)
+        secure_data_dir(settings.data_dir)  # before the secret is read or anything is created
         secret = settings.jwt_secret or load_or_create_secret(os.path.join(settings.data_dir, "jwt_secret"))
-        embedded = EmbeddedRedis(settings.data_dir) if not settings.redis_url else None
+        embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not settings.redis_url else None
         store = make_store(settings)
         redis: Redis | None = None
         try:

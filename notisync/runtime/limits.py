@@ -1,0 +1,41 @@
+"""The flags of SPEC "Limits" and the start-up checks of the hygiene rules.
+
+Kept beside ``notisync.runtime.config`` (which merges the flags into its
+table) so the bounds a node enforces are listed in one place.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# A user may post this many notifications at once before the rate applies.
+POST_BURST_FACTOR = 5.0
+# HS256 with a short secret can be brute-forced offline from any one token.
+MIN_JWT_SECRET_BYTES = 32
+_MEMORY = re.compile(r"^\d+(b|kb|mb|gb)?$")
+
+# flag name -> (env var, type, help); merged into notisync.runtime.config's flags.
+LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
+    "max-devices": ("NOTISYNC_MAX_DEVICES", int, "live devices per user (POST /devices 409 past it); 0 disables"),
+    "post-rate": ("NOTISYNC_POST_RATE", float,
+                  f"notifications/s per user, REST and /ws together, burst {POST_BURST_FACTOR:g}x; 0 disables"),
+    "outbox-bytes": ("NOTISYNC_OUTBOX_BYTES", int,
+                     "bytes queued for one socket and not yet written before it is closed (1013); 0 disables"),
+    "redis-maxmemory": ("NOTISYNC_REDIS_MAXMEMORY", str,
+                        "embedded redis maxmemory (e.g. 512mb), noeviction: writes then get 503; 0 disables"),
+}
+
+
+def check(settings: Any) -> str | None:
+    """Normalise the limit values in place; a one-line error if one is invalid."""
+    settings.max_devices = max(int(settings.max_devices), 0)
+    settings.post_rate = max(float(settings.post_rate), 0.0)
+    settings.outbox_bytes = max(int(settings.outbox_bytes), 0)
+    settings.redis_maxmemory = str(settings.redis_maxmemory).strip().lower().replace(" ", "")
+    if not _MEMORY.match(settings.redis_maxmemory):
+        return f"--redis-maxmemory must be a size like 512mb or 0, not {settings.redis_maxmemory!r}"
+    secret = settings.jwt_secret
+    if secret and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        return (f"--jwt-secret (NOTISYNC_JWT_SECRET) must be at least {MIN_JWT_SECRET_BYTES} bytes;"
+                " generate one with: openssl rand -hex 32")
+    return None
