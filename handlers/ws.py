@@ -76,6 +76,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         except ApiError as exc:
             self.close(protocol.CLOSE_POLICY, exc.message[:120])
             return
+        except Exception as exc:  # checking the session needs Redis and the store
+            if dependency_failure(exc) is None:
+                raise
+            log.warning("websocket auth could not reach a dependency: %r", exc)
+            self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable, retry")
+            return
         last_id = self.get_query_argument("last_id", None)
         self._release_request()
         self._setup: asyncio.Future[None] = asyncio.ensure_future(self._connect(device, last_id))

@@ -106,8 +106,13 @@ class Delivery:
         return ZERO
 
     async def _restart(self, conn: Connection, reason: str, at_end: bool) -> str:
+        # Read the stream's end *before* telling the client: everything up to
+        # it was stored before the client's refetch can start; everything
+        # after it is delivered. (The other order skipped an entry appended
+        # in between, after a refetch that was too early to see it.)
+        position = await self.streams.last_id(conn.device_id) if at_end else ZERO
         self._send_sync_required(conn, reason)
-        return await self.streams.last_id(conn.device_id) if at_end else ZERO
+        return position
 
     def _send_sync_required(self, conn: Connection, reason: str) -> None:
         hooks.sync_required(reason)
