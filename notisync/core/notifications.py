@@ -54,6 +54,8 @@ class NotificationService:
 
         Returns (record, created). The step order is the no-loss argument:
 
+        0. The user's post rate (``--post-rate``, one Redis script shared by
+           every node, REST and /ws alike): 429 before anything is stored.
         1. The sender must be a live device of the user: 404 before anything
            is stored.
         2. Insert the record with ``pending`` set: the durable promise to fan
