@@ -58,7 +58,7 @@ class RedisServer:
             "--dir", self.dir, "--save", "", "--appendonly", "yes" if self.persistent else "no",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.port)
+        wait_for_port(self.port)
         return self
 
     def stop(self) -> None:
@@ -71,7 +71,7 @@ class RedisServer:
         self.start()
 
 
-def _wait_for_port(port: int, timeout: float = 15) -> None:
+def wait_for_port(port: int, timeout: float = 15) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:

@@ -13,17 +13,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.harness import ROOT, Node, RedisServer, free_port, short_tmpdir
+from tests.harness import ROOT, Node, RedisServer, free_port, short_tmpdir, wait_for_port
 
 DEPLOY = os.path.join(ROOT, "deploy")
 
@@ -33,17 +31,6 @@ def need(binary: str, hint: str) -> str:
         (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None)
     assert path, f"{binary} is not installed ({hint})"
     return path
-
-
-def _wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port}")
 
 
 def nginx_site(prefix: str, ports: list[int], http_port: int, tls_port: int) -> str:
@@ -100,7 +87,7 @@ async def test_nginx_config_checks_and_proxies_rest_and_websocket(redis_server: 
     proc = subprocess.Popen([nginx, "-p", prefix, "-c", conf, "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_port(tls_port)
+        wait_for_port(tls_port)
         base = f"https://127.0.0.1:{tls_port}"
         client = AsyncHTTPClient()
 

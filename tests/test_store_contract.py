@@ -14,7 +14,8 @@ from mongomock_motor import AsyncMongoMockClient
 from store.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.mongo import MongoStore, make_client
-from store.sqlite import SCHEMA, SQLiteStore
+from store.sqlite import SQLiteStore
+from store.sqlite_schema import SCHEMA
 from store.sqlite_rows import encode_time
 
 MONGO_URL = os.environ.get("NOTISYNC_TEST_MONGO_URL")

@@ -17,7 +17,8 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
-from notisync.client.api import SESSION, ClientError, ConfigDir, Json, NotiSyncClient, default_config_dir
+from notisync.client.api import NotiSyncClient
+from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 CATEGORIES = ("Work", "Personal", "Junk")
