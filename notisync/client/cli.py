@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
+from notisync import __version__
 from notisync.client.api import NotiSyncClient
 from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
 
@@ -199,6 +200,7 @@ async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="notisync", description="NotiSync command line client.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--server", help="server URL [env NOTISYNC_SERVER; default: the server of the "
                                     f"last login, else {DEFAULT_SERVER}]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

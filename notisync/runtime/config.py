@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NoReturn, Sequence
 
+from notisync import __version__
 from notisync.runtime.limits import LIMIT_FLAGS, check as check_limits
 from notisync.runtime.ops_settings import OPS_FLAGS, OpsSettings, check as check_ops, yes
 
@@ -25,6 +27,8 @@ class Settings(OpsSettings):
     jwt_secret: str | None = None
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     log_level: str = "INFO"
+    # "closed": POST /auth/register answers 403 signup_closed; `run.py adduser` makes accounts.
+    signup: str = "open"
     # Tornado only lets the pong timeout be as long as the ping interval, so a
     # silent socket is closed within interval + timeout (60 s by default).
     ws_ping_interval: float = 30.0
@@ -53,6 +57,10 @@ class Settings(OpsSettings):
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SIGNUP_MODES = ("open", "closed")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
 
 # flag name -> (env var, type, help)
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -63,7 +71,9 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "redis-url": ("NOTISYNC_REDIS_URL", str, "redis://… (default: a private redis-server in --data-dir)"),
     "jwt-secret": ("NOTISYNC_JWT_SECRET", str, "HS256 secret (default: generated once into --data-dir)"),
     "allowed-origins": ("NOTISYNC_ALLOWED_ORIGINS", str, "comma-separated origins allowed for CORS and /ws, or *"),
-    "log-level": ("NOTISYNC_LOG_LEVEL", str, "DEBUG, INFO, WARNING, ERROR"),
+    "log-level": ("NOTISYNC_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    "signup": ("NOTISYNC_SIGNUP", str, "open, or closed: POST /auth/register answers 403 and accounts are"
+                                       " made with `run.py adduser EMAIL`"),
     "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
@@ -74,42 +84,102 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="run.py", description="NotiSync server")
+class SettingsParser(argparse.ArgumentParser):
+    """Every mistake in the flags or the environment is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def prog_name() -> str:
+    """``run.py`` or ``notisync-server``: the name the operator typed."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and not name.startswith("-") and name != "__main__.py" else "run.py"
+
+
+def build_parser(prog: str | None = None) -> SettingsParser:
+    parser = SettingsParser(prog=prog or prog_name(), description="NotiSync server: one node.",
+                            epilog="Create an account while sign-up is closed: %(prog)s adduser EMAIL"
+                                   " (same --data-dir / --mongo-url flags).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     defaults = Settings()
     for name, (env, typ, help_text) in _FLAGS.items():
         attr = name.replace("-", "_")
         default = getattr(defaults, attr)
-        if attr == "allowed_origins":
+        if isinstance(default, list):
             default = ",".join(default)
+        shown = _shown(default)
         parser.add_argument(
             f"--{name}",
             type=typ,
-            default=os.environ.get(env, default),
-            help=f"{help_text} [env {env}]",
+            default=_from_env(parser, env, typ, default),
+            help=f"{help_text} [{'default: ' + shown + '; ' if shown else ''}env {env}]",
             **({"nargs": "?", "const": "on"} if typ is yes else {}),  # --behind-proxy alone means on
         )
+    return parser
+
+
+def _shown(default: object) -> str:
+    if default is None or default == "":
+        return ""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def _from_env(parser: SettingsParser, env: str, typ: type, default: object) -> object:
+    """The environment's value, converted here so a bad one is reported by its variable's name."""
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        return typ(raw)
+    except (TypeError, ValueError):
+        parser.error(f"environment variable {env}={raw!r} is not a valid {getattr(typ, '__name__', typ)}")
+
+
+def parse_settings(argv: Sequence[str] | None = None, prog: str | None = None) -> Settings:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     values = vars(args)
     origins = [o.strip().rstrip("/") for o in str(values.pop("allowed_origins")).split(",") if o.strip()]
     settings = Settings(**{k: _coerce(k, v) for k, v in values.items()}, allowed_origins=origins or ["*"])
-    settings.log_level = settings.log_level.upper()
-    settings.event_loop = settings.event_loop.lower()
-    if settings.event_loop not in EVENT_LOOPS:
-        parser.error(f"--event-loop must be one of {', '.join(EVENT_LOOPS)}")
-    if (problem := check_ops(settings)) is not None:
+    if (problem := _check(settings)) is not None:
         parser.error(problem)
-    if settings.access_token_ttl < 10:
-        parser.error("--access-token-ttl must be at least 10 seconds")
-    if (problem := check_limits(settings)) is not None:
-        parser.exit(2, f"run.py: error: {problem}\n")  # one line, no usage dump
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
+    # Absolute from here on: the log names the dir that is really used, even
+    # when the node was started from another directory.
+    settings.data_dir = os.path.abspath(os.path.expanduser(settings.data_dir))
+    return settings
+
+
+def _check(settings: Settings) -> str | None:
+    """Normalise in place; the first problem as one line naming the flag and its variable."""
+    settings.log_level = str(settings.log_level).upper()
+    settings.event_loop = settings.event_loop.lower()
+    settings.signup = str(settings.signup).strip().lower()
     settings.mongo_url = settings.mongo_url or None
     settings.redis_url = settings.redis_url or None
     settings.jwt_secret = settings.jwt_secret or None
-    return settings
+    if settings.log_level not in LOG_LEVELS:
+        return f"--log-level (NOTISYNC_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level.lower()!r}"
+    if settings.event_loop not in EVENT_LOOPS:
+        return f"--event-loop (NOTISYNC_EVENT_LOOP) must be one of {', '.join(EVENT_LOOPS)}"
+    if settings.signup not in SIGNUP_MODES:
+        return f"--signup (NOTISYNC_SIGNUP) must be one of {', '.join(SIGNUP_MODES)}, not {settings.signup!r}"
+    if not 0 < settings.port < 65536:
+        return f"--port (NOTISYNC_PORT) must be between 1 and 65535, not {settings.port}"
+    if settings.redis_url and not settings.redis_url.startswith(REDIS_SCHEMES):
+        return (f"--redis-url (NOTISYNC_REDIS_URL) must start with {', '.join(REDIS_SCHEMES)}:"
+                f" {settings.redis_url!r} is not a redis URL")
+    if settings.mongo_url and not settings.mongo_url.startswith(MONGO_SCHEMES):
+        return (f"--mongo-url (NOTISYNC_MONGO_URL) must start with {' or '.join(MONGO_SCHEMES)}:"
+                f" {settings.mongo_url!r} is not a MongoDB URL")
+    if settings.access_token_ttl < 10:
+        return "--access-token-ttl (NOTISYNC_ACCESS_TOKEN_TTL) must be at least 10 seconds"
+    return check_ops(settings) or check_limits(settings)
 
 
 def _coerce(name: str, value: object) -> object:

@@ -111,12 +111,21 @@ def configure(settings: Any) -> None:
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def _beyond_loopback(host: str) -> bool:
+    return not (host in _LOOPBACK or host.startswith("127."))
+
+
 def warn_if_unencrypted(settings: Any) -> None:
-    """Listening beyond loopback without a TLS proxy sends tokens in clear text."""
-    if settings.host in _LOOPBACK or settings.host.startswith("127.") or settings.behind_proxy:
+    """Warnings an operator exposing the node should read, one line each."""
+    if not _beyond_loopback(settings.host):
         return
-    logging.getLogger("notisync.runtime").warning(
-        "listening on %s over plain HTTP: tokens, passwords and notifications cross the network "
-        "unencrypted. Put a TLS-terminating proxy in front (see deploy/) and start with "
-        "--behind-proxy (NOTISYNC_BEHIND_PROXY=1).", settings.host,
-    )
+    warn = logging.getLogger("notisync.runtime").warning
+    if not (settings.behind_proxy or settings.proxied):
+        warn("listening on %s over plain HTTP: tokens, passwords and notifications cross the network "
+             "unencrypted, and behind a proxy every client would have the proxy's address. Put a "
+             "TLS-terminating proxy in front (see deploy/) and start with --trusted-proxies ADDRESS "
+             "(NOTISYNC_TRUSTED_PROXIES).", settings.host)
+    if getattr(settings, "signup", "open") == "open" and "*" in settings.allowed_origins:
+        warn("listening on %s with open sign-up and CORS for every origin: anyone who reaches it can make "
+             "an account. Consider --signup closed (accounts via `adduser`) and --allowed-origins.",
+             settings.host)

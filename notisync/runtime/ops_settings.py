@@ -5,7 +5,8 @@ flags of this concern live in one place.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 
 LOG_FORMATS = ("text", "json")
 
@@ -24,9 +25,18 @@ class OpsSettings:
     metrics: bool = True
     # When set, GET /metrics needs "Authorization: Bearer <metrics_token>".
     metrics_token: str | None = None
-    # A TLS-terminating proxy is in front: trust X-Forwarded-For / X-Real-IP
-    # for the client address and do not warn about plain HTTP.
+    # A TLS-terminating proxy is in front: do not warn about plain HTTP. Alone
+    # (no --trusted-proxies) it also trusts X-Forwarded-For / X-Real-IP from
+    # any peer, as before --trusted-proxies existed.
     behind_proxy: bool = False
+    # Addresses/CIDRs whose X-Forwarded-For / X-Real-IP name the client
+    # (runtime/proxies.py); "*" is any peer. Empty: the peer is the client.
+    trusted_proxies: list[str] = field(default_factory=list)
+
+    @property
+    def proxied(self) -> bool:
+        """Some proxy's headers are trusted: the node is meant to sit behind one."""
+        return bool(self.trusted_proxies)
 
 
 # flag name -> (env var, type, help); merged into notisync.runtime.config's flags.
@@ -34,7 +44,12 @@ OPS_FLAGS: dict[str, tuple[str, type, str]] = {
     "log-format": ("NOTISYNC_LOG_FORMAT", str, "text or json (one JSON object per line)"),
     "metrics": ("NOTISYNC_METRICS", yes, "on or off: Prometheus metrics at GET /metrics"),
     "metrics-token": ("NOTISYNC_METRICS_TOKEN", str, "bearer token GET /metrics requires (default: open)"),
-    "behind-proxy": ("NOTISYNC_BEHIND_PROXY", yes, "a TLS proxy is in front: trust X-Forwarded-For, no plain-HTTP warning"),
+    "behind-proxy": ("NOTISYNC_BEHIND_PROXY", yes,
+                     "a TLS proxy is in front: no plain-HTTP warning; without --trusted-proxies it trusts"
+                     " X-Forwarded-For from any peer (like --trusted-proxies '*')"),
+    "trusted-proxies": ("NOTISYNC_TRUSTED_PROXIES", str,
+                        "comma-separated proxy addresses/CIDRs whose X-Forwarded-For / X-Real-IP give the"
+                        " client's address (per-address limits use it); * trusts any peer"),
 }
 
 
@@ -46,4 +61,17 @@ def check(settings: OpsSettings) -> str | None:
     settings.metrics = yes(settings.metrics)
     settings.behind_proxy = yes(settings.behind_proxy)
     settings.metrics_token = settings.metrics_token or None
+    raw = settings.trusted_proxies
+    entries = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw) if e.strip()]
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return (f"--trusted-proxies (NOTISYNC_TRUSTED_PROXIES): {entry!r} is not an address or CIDR"
+                    " (e.g. 127.0.0.1,10.0.0.0/8)")
+    if not entries and settings.behind_proxy:
+        entries = ["*"]  # the old meaning of --behind-proxy alone
+    settings.trusted_proxies = entries
     return None

@@ -4,16 +4,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Callable, Sequence
 
-from tornado.httpserver import HTTPServer
-
 from notisync import protocol
-from notisync.runtime import gctune, logs
+from notisync.runtime import gctune, logs, startup
 from notisync.runtime.app import make_app
-from notisync.runtime.config import Settings, parse_settings
+from notisync.runtime.config import Settings, parse_settings, prog_name
 from notisync.runtime.hygiene import restrict_umask
 from notisync.runtime.memory import limit_malloc_arenas
+from notisync.runtime.proxies import make_http_server
 from notisync.runtime.services import Services
 
 log = logging.getLogger("notisync")
@@ -27,20 +27,25 @@ FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 
 
 async def serve(settings: Settings) -> None:
-    services = await Services.create(settings)
+    # Signals are ours from the first moment: one during the start cancels
+    # it (what had started is stopped) instead of leaving redis-server behind.
+    stop, signums = _stop_on_signals()
+    sockets = startup.listen_sockets(settings.host, settings.port)
+    try:
+        services = await startup.until_signalled(_start(settings), stop, signums, undo=Services.stop)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     app = make_app(services)
-    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy)
-    server.listen(settings.port, settings.host)
+    server = make_http_server(settings.trusted_proxies, app, max_body_size=HARD_BODY_LIMIT)
+    server.add_sockets(sockets)
     gctune.tune_after_startup()
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
         settings.node_id, settings.host, settings.port, services.store.backend,
         f"embedded at {services.redis_url}" if services.embedded else "external",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     server.stop()  # no new connections
@@ -49,6 +54,26 @@ async def serve(settings: Settings) -> None:
     await server.close_all_connections()
     await services.stop()
     log.info("stopped")
+
+
+async def _start(settings: Settings) -> Services:
+    created = startup.prepare_data_dir(settings.data_dir)
+    startup.log_data_dir(settings.data_dir, created)
+    await startup.check_dependencies(settings)
+    return await Services.create(settings)
+
+
+def _stop_on_signals() -> tuple[asyncio.Event, list[int]]:
+    stop, signums = asyncio.Event(), []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        signums.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    return stop, signums
 
 
 async def _finish_accepted(services: Services) -> None:
@@ -93,15 +118,28 @@ async def _until(done: Callable[[], bool], seconds: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["adduser"]:
+        from notisync.runtime.adduser import main as adduser
+
+        return adduser(args[1:])
     restrict_umask()  # first: every file and dir created from here on is private
     limit_malloc_arenas()  # before the store's worker thread starts
-    settings = parse_settings(argv)
-    logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
     try:
+        settings = parse_settings(args)
+        logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
+    except startup.Interrupted as exc:
+        log.error("interrupted while starting (signal %d); stopped what had started", exc.signum)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # before the loop ran: nothing had started
+        print(f"{prog_name()}: error: interrupted while starting", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the operator; the traceback at --log-level DEBUG
+        log.debug("start failed", exc_info=True)
+        log.error("%s", startup.describe(exc))
+        return 1
     return 0
 
 
