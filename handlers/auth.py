@@ -4,12 +4,15 @@ from __future__ import annotations
 from handlers.base import BaseHandler
 from notisync import schemas
 from notisync.core.sessions import TICKET_SECONDS
+from notisync.errors import Forbidden
 
 
 class RegisterHandler(BaseHandler):
     auth_required = False
 
     async def post(self) -> None:
+        if self.services.settings.signup == "closed":  # --signup closed: accounts come from `run.py adduser`
+            raise Forbidden("sign-up is closed on this server: ask its operator for an account", code="signup_closed")
         data = schemas.load(schemas.REGISTER, self.json_body())
         user = await self.services.accounts.register(data["email"], data["password"])
         self.respond(201, {"user": user})

@@ -87,7 +87,7 @@ async def check_dependencies(settings: Any) -> None:
 
 
 async def _check_redis(url: str) -> None:
-    shown = _safe_url(url)
+    shown = safe_url(url)
     try:
         client = Redis.from_url(url, socket_connect_timeout=DEPENDENCY_TIMEOUT, socket_timeout=DEPENDENCY_TIMEOUT)
     except ValueError as exc:
@@ -104,7 +104,7 @@ async def _check_mongo(url: str) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient  # only needed with --mongo-url
     from pymongo.errors import ConfigurationError, PyMongoError
 
-    shown = _safe_url(url)
+    shown = safe_url(url)
     try:
         client: Any = AsyncIOMotorClient(url, serverSelectionTimeoutMS=int(DEPENDENCY_TIMEOUT * 1000),
                                          connectTimeoutMS=int(DEPENDENCY_TIMEOUT * 1000))
@@ -166,7 +166,7 @@ def _first_line(exc: BaseException) -> str:
     return text.split(" (configured timeouts")[0].split(", Timeout: ")[0]
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without a password (it may hold one: redis://:secret@host)."""
     scheme, sep, rest = url.partition("://")
     if "@" in rest:
