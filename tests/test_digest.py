@@ -32,7 +32,8 @@ async def test_summary_and_schedule_routes(node: Node) -> None:
     assert [n["title"] for n in d["top"]] == ["a", "c"]  # unread, highest priority first
     r = await user.call("GET", f"{API}/digest?date={today - dt.timedelta(days=2)}&timezone=Pacific/Kiritimati")
     assert r.status == 200 and r.body["total"] == 0
-    for bad in ("date=2026-13-45", "date=yesterday", "timezone=Nowhere/Land"):
+    for bad in ("date=2026-13-45", "date=yesterday", "timezone=Nowhere/Land", "date=9999-12-31",
+                "date=0001-01-01&timezone=Asia/Tokyo"):
         r = await user.call("GET", f"{API}/digest?{bad}")
         assert r.status == 400 and r.body["error"]["fields"], bad
     r = await user.call("GET", f"{API}/digest/schedule")

@@ -55,7 +55,11 @@ class DigestService:
                 day = dt.date.fromisoformat(date)
             except ValueError:
                 raise ValidationFailed("invalid fields", fields={"date": "Not a valid date."}) from None
-        rows = await self._day(user_id, *day_bounds(day, zone))
+        try:
+            start, end = day_bounds(day, zone)
+        except (OverflowError, ValueError):  # 0001-01-01 east of UTC, 9999-12-31: no UTC instant
+            raise ValidationFailed("invalid fields", fields={"date": "Out of range."}) from None
+        rows = await self._day(user_id, start, end)
         by_app: dict[str, list[int]] = {}
         by_category = {"Work": 0, "Personal": 0, "Junk": 0}
         unread = 0
