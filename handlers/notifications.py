@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from handlers.base import BaseHandler
 from notisync import schemas
+from notisync.core.notifications import Dropped
 from notisync.views import notification_view
 
 
@@ -10,7 +11,11 @@ class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         data = schemas.load(schemas.NOTIFICATION_CREATE, self.json_body())
         source = self.acting_device(self.device_header() or data.get("source_device_id"))
-        record, created = await self.services.notifications.create(self.user_id, data, source)
+        try:
+            record, created = await self.services.notifications.create(self.user_id, data, source)
+        except Dropped as dropped:  # a rule said so: nothing stored or sent
+            self.respond(202, {"dropped": True, "rule_id": dropped.rule_id})
+            return
         view = notification_view(record)
         self.respond(201 if created else 200, view, location=f"/api/v1/notifications/{view['id']}")
 

@@ -20,6 +20,7 @@ from tornado.websocket import WebSocketClosedError
 from handlers.base import ServiceHandler
 from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
+from notisync.core.notifications import Dropped
 from notisync.delivery.subscriber import Subscriber
 from notisync.errors import ApiError, Forbidden, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.hooks import hooks
@@ -273,8 +274,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             self.services.positions.stream_ack(self.subscriber, fields["last_id"])
         elif kind == protocol.NEW_NOTIFICATION:
             fields = schemas.load(schemas.NOTIFICATION_CREATE, data)
-            record, created = await notifications.create(self.user_id, fields, self.device_id)
-            ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
+            try:
+                record, created = await notifications.create(self.user_id, fields, self.device_id)
+            except Dropped as dropped:  # a rule said so: nothing stored or sent
+                ack.update(dropped=True, rule_id=dropped.rule_id)
+            else:
+                ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
         else:
             raise ApiError(f"unknown frame type {kind!r}", code="unknown_type")
         if frame_id is not None:

@@ -82,7 +82,8 @@ class NotificationCreateSchema(_Base):
     app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
     body = fields.String(load_default="", allow_none=True, validate=validate.Length(max=16000))
-    category = fields.String(load_default="Personal", validate=validate.OneOf(CATEGORIES))
+    # None: the rules or the built-in table pick one (notisync/core/categories.py).
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
     # Android's range (PRIORITY_MIN -2 … PRIORITY_MAX 2), with room above it.
     priority = WholeNumber(load_default=0, validate=validate.Range(min=-2, max=5))
     source_device_id = fields.UUID(load_default=None, allow_none=True)
@@ -115,7 +116,7 @@ class NotificationListSchema(_Base):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE))
     before = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
     app_name = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
-    category = fields.String(load_default=None, validate=validate.OneOf(CATEGORIES))
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
     is_read = fields.Boolean(load_default=None)
     is_dismissed = fields.Boolean(load_default=None)
     q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))

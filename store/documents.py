@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from store.hub_store import HubStore
+
 Record = dict[str, Any]
 
 # Fields a device update may set, and the notification flags an action may
@@ -64,7 +66,7 @@ class NotificationQuery:
     q: str | None = None
 
 
-class DocumentStore(abc.ABC):
+class DocumentStore(HubStore, abc.ABC):
     """Durable records. Every method is a coroutine and safe to call concurrently."""
 
     backend: str = "abstract"
@@ -182,7 +184,10 @@ class DocumentStore(abc.ABC):
     async def create_notification(self, notification: Record) -> tuple[Record, bool]:
         """Insert ``{id, user_id, source_device_id, source_key, app_name, title,
         body, category, priority, is_read, is_dismissed, created_at,
-        updated_at, expires_at, pending}``.
+        updated_at, expires_at, pending, silent, route}``.
+
+        ``silent`` (bool) and ``route`` (a small dict or None) are what the
+        user's rules decided for its fan-out (``notisync/core/rules.py``).
 
         ``pending`` (bool) says the notification is stored but not yet known
         to be in every recipient's stream; ``clear_pending`` ends that.

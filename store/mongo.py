@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from store.errors import DuplicateKey
+from store.mongo_hub import MongoHubMixin
 from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
 
 DEFAULT_DB = "notisync"
@@ -65,7 +66,7 @@ def to_doc(record: Record) -> dict[str, Any]:
     return doc
 
 
-class MongoStore(DocumentStore):
+class MongoStore(MongoHubMixin, DocumentStore):
     """Takes ownership of ``client``: ``close()`` closes it."""
 
     backend = "mongodb"
@@ -113,6 +114,7 @@ class MongoStore(DocumentStore):
             unique=True,
             partialFilterExpression={"dedupe_key": {"$type": "string"}},
         )
+        await self._open_hub()
 
     async def close(self) -> None:
         # motor's close() is synchronous, AsyncMongoClient's is a coroutine.
@@ -179,6 +181,7 @@ class MongoStore(DocumentStore):
         await self.devices.delete_many({"user_id": user_id})
         await self.refresh_tokens.delete_many({"user_id": user_id})
         await self.sessions.delete_many({"user_id": user_id})
+        await self._delete_hub(user_id)
         await self.users.delete_one({"_id": user_id})
         return devices
 

@@ -6,6 +6,7 @@ them touches a connection except through the cursor it is handed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from typing import Any
 
@@ -20,12 +21,13 @@ DEVICE_COLS = (
 NOTIFICATION_COLS = (
     "id", "user_id", "source_device_id", "source_key", "app_name", "title",
     "body", "category", "priority", "is_read", "is_dismissed", "created_at",
-    "updated_at", "expires_at", "pending",
+    "updated_at", "expires_at", "pending", "silent", "route",
 )
 DATETIME_COLS = frozenset(
     {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at"}
 )
-BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
+BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending", "silent"})
+JSON_COLS = frozenset({"route"})
 LIKE_ESCAPE = "\\"
 UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
@@ -61,6 +63,8 @@ def _encode(col: str, value: Any) -> Any:
         return encode_time(value)
     if col in BOOL_COLS:
         return int(bool(value))
+    if col in JSON_COLS:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
     return value
 
 
@@ -79,6 +83,8 @@ def _decode_row(row: sqlite3.Row) -> Record:
             value = decode_time(value)
         elif col in BOOL_COLS:
             value = bool(value)
+        elif col in JSON_COLS:
+            value = None if value is None else json.loads(value)
         out[col] = value
     out.pop("dedupe_key", None)
     return out

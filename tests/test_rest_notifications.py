@@ -41,7 +41,7 @@ async def test_create_returns_every_field(node):
     assert NOTIFICATION_KEYS <= set(n), set(n)
     assert str(uuid.UUID(n["id"])) == n["id"]
     assert (n["app_name"], n["title"], n["body"], n["priority"]) == ("Slack", "Standup", "in 5 minutes", 2)
-    assert n["category"] == "Personal"
+    assert n["category"] == "Work"  # none given: the built-in table files Slack under Work
     assert (n["is_read"], n["is_dismissed"], n["source_device_id"]) == (False, False, None)
     created, expires = parse_iso(n["created_at"]), parse_iso(n["expires_at"])
     assert abs(created - before) < dt.timedelta(seconds=5)

@@ -186,6 +186,32 @@ class NotiSyncClient:
         return await self._request("POST", "/api/v1/notifications", payload,
                                    headers={"X-Device-ID": source} if source else None)
 
+    # -- rules, preferences, digest ---------------------------------------------
+    async def rules(self) -> list[Json]:
+        return (await self._request("GET", "/api/v1/rules"))["rules"]
+
+    async def add_rule(self, rule: Json) -> Json:
+        return await self._request("POST", "/api/v1/rules", rule)
+
+    async def update_rule(self, rule_id: str, changes: Json) -> Json:
+        return await self._request("PUT", f"/api/v1/rules/{quote(rule_id, safe='')}", changes)
+
+    async def remove_rule(self, rule_id: str) -> None:
+        await self._request("DELETE", f"/api/v1/rules/{quote(rule_id, safe='')}")
+
+    async def test_rules(self, sample: Json) -> Json:
+        return await self._request("POST", "/api/v1/rules/test", sample)
+
+    async def preferences(self, device_id: str) -> Json:
+        return await self._request("GET", f"/api/v1/devices/{quote(device_id, safe='')}/preferences")
+
+    async def set_preferences(self, device_id: str, changes: Json) -> Json:
+        return await self._request("PUT", f"/api/v1/devices/{quote(device_id, safe='')}/preferences", changes)
+
+    async def digest(self, date: str | None = None, timezone: str = "UTC") -> Json:
+        params = {"timezone": timezone, **({"date": date} if date else {})}
+        return await self._request("GET", "/api/v1/digest", params=params)
+
     async def iter_notifications(self, page_size: int = 50, **filters: Any) -> AsyncIterator[Json]:
         """Every matching notification, newest first, following ``next_cursor``."""
         params = {k: v for k, v in filters.items() if v is not None}

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
 from notisync import __version__
+from notisync.client import cli_hub
 from notisync.client.api import NotiSyncClient
 from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
 
@@ -141,6 +142,9 @@ async def cmd_devices(client: NotiSyncClient, args: argparse.Namespace) -> int:
 
 async def cmd_send(client: NotiSyncClient, args: argparse.Namespace) -> int:
     n = await client.send(args.app, args.title, args.body or "", args.category, args.priority)
+    if n.get("dropped"):  # 202: one of the user's rules dropped it; nothing stored or sent
+        _warn(f"dropped by rule {n.get('rule_id')}")
+        return 0
     _out(n["id"])
     return 0
 
@@ -249,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("dismiss", cmd_dismiss, "dismiss a notification").add_argument("id")
     w = command("watch", cmd_watch, "print notifications as they arrive until interrupted")
     w.add_argument("--json", action="store_true", help="print each frame as one JSON line")
+
+    def hub_command(name: str, func: Callable[..., Awaitable[int]], text: str) -> argparse.ArgumentParser:
+        return command(name, lambda client, args: func(client, args, _out), text)
+
+    cli_hub.add_commands(hub_command)
     return p
 
 

@@ -15,8 +15,11 @@ from typing import Any, Awaitable, Callable
 from redis.exceptions import RedisError
 
 from notisync import protocol
+from notisync.core.devicepolicy import shape_new, shape_sync
 from notisync.core.devices import DeviceService
 from notisync.core.pending import PendingClears
+from notisync.core.rulebook import RuleService
+from notisync.core.rules import Decision, RuleSet
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.recipients import DeviceList
 from notisync.errors import BadRequest, NotFound, RateLimited, Unavailable
@@ -33,14 +36,24 @@ _FLAGS = {"read": {"is_read": True}, "dismissed": {"is_dismissed": True}, "click
 # the node that stored it (the Redis timeout is 5 s): the sweeper leaves it.
 SWEEP_GRACE = 10.0
 SWEEP_BATCH = 200
+NO_RULES = RuleSet()  # a node without a rule service: the built-in category only
+
+
+class Dropped(Exception):
+    """A rule dropped the notification: nothing was stored or sent (the post answers 202)."""
+
+    def __init__(self, rule_id: str | None) -> None:
+        super().__init__(rule_id)
+        self.rule_id = rule_id
 
 
 class NotificationService:
     def __init__(
         self, store: DocumentStore, fan_out: FanOut, devices: DeviceService, pending: PendingClears,
-        post_limit: Callable[[str], Awaitable[float]] | None = None,
+        post_limit: Callable[[str], Awaitable[float]] | None = None, rules: RuleService | None = None,
     ) -> None:
         self.store = store
+        self.rules = rules
         # user id -> seconds to wait (0: allowed); shared by every node (--post-rate).
         self.post_limit = post_limit
         self.fan_out = fan_out
@@ -57,7 +70,8 @@ class NotificationService:
         0. The user's post rate (``--post-rate``, one Redis script shared by
            every node, REST and /ws alike): 429 before anything is stored.
         1. The sender must be a live device of the user: 404 before anything
-           is stored.
+           is stored. The user's rules (cached, ``core/rulebook.py``) decide
+           category, priority, silent and route, or drop it (``Dropped``).
         2. Insert the record with ``pending`` set: the durable promise to fan
            it out. A repeat of (source device, source_key) returns the first
            record instead, and finishes its fan-out if that is still pending.
@@ -81,6 +95,21 @@ class NotificationService:
         # The cached list says whether the sender is live; the fan-out's
         # version check confirms it before anything is sent.
         targets = await self.fan_out.device_list(user_id, source_device_id)
+        decision = await self.decide(user_id, data, source_device_id)
+        if decision.dropped:
+            hooks.ingested("dropped")
+            raise Dropped(decision.drop_rule)
+        return await self.store_and_send(user_id, data, source_device_id, decision, targets)
+
+    async def decide(self, user_id: str, data: dict[str, Any], source_device_id: str | None) -> Decision:
+        rules = await self.rules.ruleset(user_id) if self.rules is not None else NO_RULES
+        return rules.decide(data, source_device_id)
+
+    async def store_and_send(
+        self, user_id: str, data: dict[str, Any], source_device_id: str | None, decision: Decision,
+        targets: DeviceList | None = None,
+    ) -> tuple[Record, bool]:
+        """Steps 2 to 4 of ``create`` for a notification the rules let through."""
         now = utcnow()
         record: Record = {
             "id": str(uuid.uuid4()),
@@ -90,14 +119,16 @@ class NotificationService:
             "app_name": data["app_name"],
             "title": data.get("title") or "",
             "body": data.get("body") or "",
-            "category": data.get("category") or "Personal",
-            "priority": data.get("priority", 0),
+            "category": decision.category,
+            "priority": decision.priority,
             "is_read": False,
             "is_dismissed": False,
             "created_at": now,
             "updated_at": now,
             "expires_at": now + EXPIRY,
             "pending": True,
+            "silent": decision.silent,
+            "route": decision.route,
         }
         stored, created = await self.store.create_notification(record)
         if not created:
@@ -123,11 +154,15 @@ class NotificationService:
         it) and deleted. Later attempts (retry, sweeper) deliver it anyway:
         it was accepted from a live device.
         """
+        view = notification_view(record)
+        silent = bool(record.get("silent"))
         try:
             await self.fan_out.send(
                 record["user_id"], record["source_device_id"], protocol.NEW_NOTIFICATION,
-                notification_view(record), targets, once_for=record["id"],
+                {**view, "silent": silent}, targets, once_for=record["id"],
                 sender_must_be_live=sender_must_be_live,
+                # Per device: route, blocked apps, quiet hours, muted apps.
+                shape=shape_new(record), silent_data=None if silent else {**view, "silent": True},
             )
         except NotFound:
             if not await self.fan_out.cancel(record["id"]):
@@ -171,7 +206,8 @@ class NotificationService:
         if record is None:
             raise NotFound("notification not found", code="notification_not_found")
         try:
-            await self.fan_out.send(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id))
+            await self.fan_out.send(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id),
+                                    shape=shape_sync(record, action))
         except (RedisError, OSError) as exc:
             raise Unavailable("stored, but could not sync other devices; retry", code="redis_unavailable") from exc
         return record

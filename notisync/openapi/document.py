@@ -199,7 +199,9 @@ def build(metrics: bool = True) -> dict[str, Any]:
         spec.components.response(f"Error{status}", {
             "description": text, "content": {JSON: {"schema": "Error"}},
             "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}})
-    table = {**OPERATIONS, **(METRICS_OP if metrics else {}), **WEB_OPS}
+    from notisync.openapi.hub import HUB_OPS  # it imports Op from here
+
+    table = {**OPERATIONS, **HUB_OPS, **(METRICS_OP if metrics else {}), **WEB_OPS}
     for path, methods in table.items():
         spec.path(path=path, operations={m: _operation(path, op) for m, op in methods.items()})
     doc = spec.to_dict()

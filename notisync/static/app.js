@@ -5,6 +5,7 @@
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
 import { NotificationStore } from './store.js';
+import { initHub, loadHub, devicesChanged } from './hub.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
 const OWN_PREFIX = 'notisync.';
@@ -55,6 +56,7 @@ function showDevices() {
   const online = stream && stream.state === 'connected';
   const shown = devices.map((d) => (d.id === deviceId ? { ...d, status: online ? 'online' : 'offline' } : d));
   renderDevices($('devices'), shown, deviceId, { onRename, onRevoke });
+  devicesChanged();
 }
 
 // -- auth --------------------------------------------------------------------
@@ -174,7 +176,7 @@ async function start() {
   // nothing can fall between the two; frames that overlap the page merge by id.
   const current = new Stream({ deviceId, getTicket: api.wsTicket, onFrame, onState, onPolicyClose });
   stream = current;
-  await Promise.all([reloadList(), refreshDevices()]);
+  await Promise.all([reloadList(), refreshDevices(), loadHub()]);
   if (mine === epoch) current.start(); // unless logged out meanwhile
 }
 
@@ -319,6 +321,7 @@ async function onRevoke(device) {
 
 function boot() {
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
+  initHub(() => devices);
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
