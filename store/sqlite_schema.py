@@ -46,7 +46,12 @@ CREATE INDEX IF NOT EXISTS notifications_pending
     ON notifications (created_at) WHERE pending = 1;
 """
 # Columns added since the first release: (table, column, definition).
-MIGRATIONS = (("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),)
+MIGRATIONS = (
+    ("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),
+    # Updates in place: the actions (JSON) and the content version (NULL = 1).
+    ("notifications", "actions", "TEXT"),
+    ("notifications", "version", "INTEGER"),
+)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
