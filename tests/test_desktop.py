@@ -218,3 +218,31 @@ async def _online(user: User, device_id: str) -> bool:
 
 async def _is(user: User, notification_id: str, flag: str) -> bool:
     return bool((await rest_notification(user, notification_id))[flag])
+
+
+def test_login_start_files_are_valid(tmp_path) -> None:
+    """deploy/desktop/: the systemd user unit verifies, the autostart entry runs the agent."""
+    import configparser
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    folder = os.path.join(ROOT, "deploy", "desktop")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "apt-get install systemd (.ci/run does)"
+    with open(os.path.join(folder, "notisync-desktop.service")) as f:
+        unit = f.read()
+    assert "ExecStart=%h/.local/bin/notisync desktop" in unit and "Restart=on-failure" in unit
+    # verify checks that ExecStart exists: point it at this checkout's console script.
+    script = os.path.join(os.path.dirname(sys.executable), "notisync")
+    path = tmp_path / "notisync-desktop.service"
+    path.write_text(unit.replace("%h/.local/bin/notisync", script))
+    run = subprocess.run([analyze, "verify", "--man=no", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # type: ignore[assignment, method-assign]
+    entry.read(os.path.join(folder, "notisync-desktop.desktop"))
+    desktop_entry = entry["Desktop Entry"]
+    assert desktop_entry["Type"] == "Application" and desktop_entry["Exec"] == "notisync desktop"
+    assert desktop_entry["Terminal"] == "false"
