@@ -195,34 +195,38 @@ class DesktopAgent:
     async def collapse_backlog(self) -> None:
         """More than ``backlog_max`` missed since the last run: one summary pop-up instead.
 
-        Missed = not dismissed, from another device, newer than the newest
-        notification this device was handed (or than the device itself on a
-        first run), not yet shown. They are remembered as shown, so the
-        stream's replay of them that follows shows nothing more.
+        Missed = unread and not dismissed, from another device, newer than
+        the newest notification this device was handed (or than the device
+        itself on a first run), not yet shown. Collapsed ones are remembered
+        as shown, so the stream's replay that follows shows nothing more;
+        ones already read elsewhere are remembered too (never flashed up).
         """
         since = (self.client.config.read(WATCH).get(self.device_id) or {}).get("since")
         if not since:
             mine = [d for d in await self.client.devices() if d.get("id") == self.device_id]
             since = mine[0].get("created_at") if mine else None
         missed: list[Json] = []
+        seen_read: list[Json] = []
         async for n in self.client.iter_notifications(page_size=100, is_dismissed="false"):
-            if (since and n["created_at"] <= since) or len(missed) >= BACKLOG_SCAN:
+            if (since and n["created_at"] <= since) or len(missed) + len(seen_read) >= BACKLOG_SCAN:
                 break
             if n.get("source_device_id") != self.device_id and n["id"] not in self.state.shown:
-                missed.append(n)
-        if len(missed) <= self.backlog_max:
-            return  # few enough: the stream's replay shows each
-        from desktop_notifier import Notification, Urgency
-
-        lines = [summary_of(n) for n in missed[:5]] + (["…"] if len(missed) > 5 else [])
-        await self.notifier.send_notification(Notification(
-            title=f"{len(missed)} notifications while you were away", message="\n".join(lines),
-            urgency=Urgency.Low, identifier=f"backlog:{missed[0]['id']}",
-        ))
-        for n in missed:
+                (seen_read if n.get("is_read") else missed).append(n)
+        for n in seen_read:
             self.state.mark_shown(n["id"], int(n.get("version") or 1))
+        if len(missed) > self.backlog_max:
+            from desktop_notifier import Notification, Urgency
+
+            lines = [summary_of(n) for n in missed[:5]] + (["…"] if len(missed) > 5 else [])
+            await self.notifier.send_notification(Notification(
+                title=f"{len(missed)} notifications while you were away", message="\n".join(lines),
+                urgency=Urgency.Low, identifier=f"backlog:{missed[0]['id']}",
+            ))
+            for n in missed:
+                self.state.mark_shown(n["id"], int(n.get("version") or 1))
+            self.notice(f"{len(missed)} missed notifications collapsed into one pop-up")
+        # else: few enough, the stream's replay shows each
         self.state.save()
-        self.notice(f"{len(missed)} missed notifications collapsed into one pop-up")
 
     def _platform_id(self, identifier: str) -> int | None:
         """The freedesktop server's id of a pop-up (None on other platforms).
