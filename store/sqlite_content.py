@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable
 
 from store.documents import Record
 from store.sqlite_rows import CONTENT_COLS, LIVE, _encode, _first, encode_time, live_since
 
-T = TypeVar("T")
 CLEAR_CHUNK = 500
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
