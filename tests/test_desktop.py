@@ -249,3 +249,50 @@ def test_login_start_files_are_valid(tmp_path) -> None:
     desktop_entry = entry["Desktop Entry"]
     assert desktop_entry["Type"] == "Application" and desktop_entry["Exec"] == "notisync desktop"
     assert desktop_entry["Terminal"] == "false"
+
+
+class RecordingNotifier:
+    """The pop-up surface of a notification server with an inline reply field (KDE's has one; dunst
+    has not), standing in for desktop-notifier's DesktopNotifier: it keeps what it was asked to show."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.cleared: list[str] = []
+
+    async def get_capabilities(self) -> frozenset[Any]:
+        from desktop_notifier import Capability
+
+        return frozenset({Capability.BUTTONS, Capability.REPLY_FIELD, Capability.ON_CLICKED})
+
+    async def send_notification(self, notification: Any) -> str:
+        self.sent.append(notification)
+        return notification.identifier
+
+    async def clear(self, identifier: str) -> None:
+        self.cleared.append(identifier)
+
+
+async def test_reply_field_sends_the_text_to_the_phone(node, cli, user) -> None:
+    from notisync.client.api import NotiSyncClient
+    from notisync.client.desktop import DesktopAgent
+
+    phone = await user.device("mobile")
+    phone_ws = await ws_connect(node, user.token, phone)
+    n = await phone_post(user, phone, title="Ann", actions=[{"id": "r", "label": "Answer", "type": "reply"},
+                                                            {"id": "ok", "label": "OK", "type": "button"}])
+    notifier = RecordingNotifier()
+    agent = DesktopAgent(NotiSyncClient(node.base, cli.config_dir), notifier)
+    agent._capabilities = await notifier.get_capabilities()
+    await agent.handle({"type": "new_notification", "id": "1-1", "data": n})
+    await agent.handle({"type": "new_notification", "id": "1-1", "data": n})  # a repeat shows nothing
+    assert len(notifier.sent) == 1
+    popup = notifier.sent[0]
+    assert popup.reply_field.title == "Answer" and [b.title for b in popup.buttons] == ["OK"]
+    popup.reply_field.on_replied("see you at 1")
+    await until(lambda: agent.state.outbox, "the reply queued")
+    await agent.send_outbox()
+    frame = await phone_ws.recv_type("action_invoked", timeout=10)
+    assert frame["data"] == {"notification_id": n["id"], "action_id": "r", "reply_text": "see you at 1",
+                             "device_id": cli.session()["device_id"]}
+    assert agent.state.outbox == []
+    phone_ws.close()
