@@ -267,6 +267,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             fields = schemas.load(schemas.WS_ACTION, data)
             await notifications.act(self.user_id, fields["notification_id"], fields["action"], self.device_id)
             ack["notification_id"] = fields["notification_id"]
+        elif kind == protocol.INVOKE_ACTION:
+            fields = schemas.load(schemas.WS_INVOKE, data)
+            await notifications.invoke(
+                self.user_id, fields["notification_id"], fields["action_id"], fields.get("reply_text"), self.device_id
+            )
+            ack["notification_id"] = fields["notification_id"]
         elif kind == protocol.REAUTH:
             await self._reauth(schemas.load(schemas.WS_REAUTH, data)["token"])
         elif kind == protocol.STREAM_ACK:

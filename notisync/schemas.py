@@ -78,6 +78,25 @@ class DeviceUpdateSchema(_Base):
             raise ValidationError("give device_name or push_token", "_schema")
 
 
+ACTION_TYPES = ("button", "reply")
+MAX_ACTIONS = 3
+MAX_REPLY = 2000
+
+
+class NotificationActionSchema(_Base):
+    """One of a notification's actions: a button, or a reply field (SPEC "Updates and actions")."""
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    label = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    type = fields.String(load_default="button", validate=validate.OneOf(ACTION_TYPES))
+
+
+def _unique_action_ids(actions: list[dict[str, Any]]) -> None:
+    ids = [a["id"] for a in actions]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("action ids must be unique")
+
+
 class NotificationCreateSchema(_Base):
     app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
@@ -88,6 +107,10 @@ class NotificationCreateSchema(_Base):
     priority = WholeNumber(load_default=0, validate=validate.Range(min=-2, max=5))
     source_device_id = fields.UUID(load_default=None, allow_none=True)
     source_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=512))
+    actions = fields.List(
+        fields.Nested(NotificationActionSchema), load_default=list, allow_none=True,
+        validate=[validate.Length(max=MAX_ACTIONS), _unique_action_ids],
+    )
 
 
 class ActionSchema(_Base):
@@ -110,6 +133,18 @@ class WsStreamAckSchema(_Base):
     """``stream_ack``: the envelope id of the newest stream frame the client has handled."""
 
     last_id = fields.String(required=True, validate=validate.Length(min=1, max=80))
+
+
+class InvokeSchema(_Base):
+    """``POST /notifications/{id}/invoke``: one of the notification's actions, from another device."""
+
+    action_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    reply_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_REPLY))
+    device_id = fields.UUID(load_default=None, allow_none=True)  # REST only; a socket is its device
+
+
+class WsInvokeSchema(InvokeSchema):
+    notification_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 class NotificationListSchema(_Base):
@@ -178,3 +213,5 @@ WS_ACTION = WsActionSchema()
 WS_STREAM_ACK = WsStreamAckSchema()
 WS_REAUTH = WsReauthSchema()
 NOTIFICATION_LIST = NotificationListSchema()
+INVOKE = InvokeSchema()
+WS_INVOKE = WsInvokeSchema()

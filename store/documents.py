@@ -26,6 +26,8 @@ Record = dict[str, Any]
 # turn on: the same for every store.
 DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
 FLAGS = frozenset({"is_read", "is_dismissed"})
+# What a repeat post with the same source_key may change in place.
+CONTENT_FIELDS = ("title", "body", "category", "priority", "actions")
 
 
 def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
@@ -229,6 +231,24 @@ class DocumentStore(HubStore, abc.ABC):
         True and updated_at to ``now``; return the record after the change,
         or None if the user has no such notification. Flags never go back
         to False, so concurrent calls converge."""
+
+    @abc.abstractmethod
+    async def update_notification_content(
+        self, user_id: str, notification_id: str, version: int, content: Record, now: dt.datetime
+    ) -> Record | None:
+        """Atomically replace content fields (any of ``CONTENT_FIELDS``) of the
+        user's live notification if its ``version`` (absent counts as 1) is
+        ``version``: also set version to ``version + 1``, updated_at to
+        ``now`` and ``pending`` to True (its update is not yet fanned out).
+        Returns the record after the change; None if there is no such live
+        notification at that version (another update won the race).
+        Flags (is_read, is_dismissed) are left as they are."""
+
+    @abc.abstractmethod
+    async def clear_pending_at(self, items: list[tuple[str, int]]) -> None:
+        """Set ``pending`` to False on each (notification id, version) whose
+        version (absent counts as 1) is still that one: clearing after an
+        older version's fan-out never hides a newer update still pending."""
 
     @abc.abstractmethod
     async def purge_expired(self, now: dt.datetime) -> int:

@@ -21,6 +21,7 @@ from store.errors import DuplicateKey
 from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
 from store.sqlite_batch import GroupWriter
 from store.sqlite_hub import SQLiteHubMixin
+from store.sqlite_content import ContentUpdates
 from store.sqlite_schema import SCHEMA, migrate
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
@@ -28,6 +29,7 @@ from store.sqlite_rows import (
     SESSION_COLS,
     DEVICE_COLS,
     NOTIFICATION_COLS,
+    OPTIONAL_COLS,
     UNIQUE_ERRORS,
     encode_time,
     _insert_sql,
@@ -46,7 +48,7 @@ T = TypeVar("T")
 CLEAR_CHUNK = 500
 
 
-class SQLiteStore(SQLiteHubMixin, DocumentStore):
+class SQLiteStore(SQLiteHubMixin, ContentUpdates, DocumentStore):
     backend = "sqlite"
 
     def __init__(self, path: str) -> None:
@@ -232,7 +234,8 @@ class SQLiteStore(SQLiteHubMixin, DocumentStore):
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
-                return row, True
+                # Columns the record did not carry read back absent, not None.
+                return {k: v for k, v in row.items() if v is not None or k not in OPTIONAL_COLS}, True
             return _first(conn.execute("SELECT * FROM devices WHERE id = ?", (row["id"],))), False
 
         stored, created = await self._write(create)
@@ -290,7 +293,8 @@ class SQLiteStore(SQLiteHubMixin, DocumentStore):
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
-                return row, True
+                # Columns the record did not carry read back absent, not None.
+                return {k: v for k, v in row.items() if v is not None or k not in OPTIONAL_COLS}, True
             existing = conn.execute(
                 "SELECT * FROM notifications WHERE user_id = ? AND dedupe_key = ?",
                 (row["user_id"], key),

@@ -66,6 +66,9 @@ MIGRATIONS = (
     # sends it exactly where the first attempt would have (notisync/core/rules.py).
     ("notifications", "silent", "INTEGER NOT NULL DEFAULT 0"),
     ("notifications", "route", "TEXT"),
+    # Updates in place: the actions (JSON) and the content version (NULL = 1).
+    ("notifications", "actions", "TEXT"),
+    ("notifications", "version", "INTEGER"),
 )
 
 

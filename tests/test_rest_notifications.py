@@ -99,10 +99,13 @@ async def test_source_key_dedupes_per_device(node):
     body = {"app_name": "WhatsApp", "title": "Hi", "source_key": "com.whatsapp|chat|42"}
     first = await post(user, body, device=phone)
     assert first.status == 201
-    # the phone retries (even with edited text): same record back, 200, nothing new
-    again = await post(user, {**body, "title": "Hi (edited)"}, device=phone)
+    # the phone retries: same record back, 200, nothing new
+    again = await post(user, body, device=phone)
     assert again.status == 200, again.body
     assert again.body == first.body
+    # with edited text it is the same notification, updated in place (tests/test_updates_actions.py)
+    edited = await post(user, {**body, "title": "Hi (edited)"}, device=phone)
+    assert edited.status == 200 and edited.body["id"] == first.body["id"] and edited.body["title"] == "Hi (edited)"
     by_body = await post(user, {**body, "source_device_id": phone})
     assert by_body.status == 200 and by_body.body["id"] == first.body["id"]
     assert [n["id"] for n in await listing(user)] == [first.body["id"]]

@@ -26,6 +26,7 @@ from notisync.client.config import DEVICES, SESSION, WATCH, ClientError, ConfigD
 Notifications = list[Json]
 
 NEW, SYNC = "new_notification", "notification_sync"
+UPDATED, INVOKED = "notification_updated", "action_invoked"
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
 HEALTHY_AFTER = 10.0  # seconds a socket must live before backoff starts over
 CLOSE_POLICY = 1008
@@ -232,6 +233,14 @@ class NotiSyncClient:
         path = f"/api/v1/notifications/{quote(notification_id, safe='')}/action"
         return await self._request("PUT", path, {"action": action, "device_id": self.device_id()})
 
+    async def invoke(self, notification_id: str, action_id: str, reply_text: str | None = None) -> Json:
+        """One of the notification's actions, for its source device (202)."""
+        path = f"/api/v1/notifications/{quote(notification_id, safe='')}/invoke"
+        body: Json = {"action_id": action_id, "device_id": self.device_id()}
+        if reply_text is not None:
+            body["reply_text"] = reply_text
+        return await self._request("POST", path, body)
+
     async def read(self, notification_id: str) -> Json:
         return await self.act(notification_id, "read")
 
@@ -308,7 +317,7 @@ class NotiSyncClient:
                         yield missed
                 elif kind == "device_status":
                     yield frame
-                elif kind in (NEW, SYNC) and _first_time(seen, frame.get("id")):
+                elif kind in (NEW, SYNC, UPDATED, INVOKED) and _first_time(seen, frame.get("id")):
                     data = frame.get("data") or {}
                     repeat = kind == NEW and not _first_time(seen, f"n:{data.get('id')}")
                     try:

@@ -182,6 +182,21 @@ async def cmd_watch(client: NotiSyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_desktop(client: NotiSyncClient, args: argparse.Namespace) -> int:
+    from notisync.client.desktop import run_desktop  # desktop-notifier is an optional extra
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await run_desktop(client, args.backlog, _warn)
+    except asyncio.CancelledError:
+        return 0  # stopped (logout, systemctl stop): the normal way out
+    return 0
+
+
 async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) -> str:
     kind, data = frame.get("type"), frame.get("data") or {}
     if kind == "new_notification":
@@ -189,6 +204,11 @@ async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) 
     when = _local(frame.get("timestamp"))
     if kind == "notification_sync":
         return f"{when}  {'dismissed' if data.get('is_dismissed') else 'read'} {data.get('notification_id')}"
+    if kind == "notification_updated":
+        return f"{when}  updated {_summary(data)}"
+    if kind == "action_invoked":
+        reply = f": {_one_line(data.get('reply_text'))}" if data.get("reply_text") is not None else ""
+        return f"{when}  action {data.get('action_id')} on {data.get('notification_id')}{reply}"
     if kind == "device_status":
         device_id = str(data.get("device_id"))
         if device_id not in names:
@@ -258,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         return command(name, lambda client, args: func(client, args, _out), text)
 
     cli_hub.add_commands(hub_command)
+    dk = command("desktop", cmd_desktop, "show notifications as desktop pop-ups until interrupted (README: Desktop pop-ups)")
+    dk.add_argument("--backlog", type=int, default=5, help="more missed than this on start: one summary pop-up")
     return p
 
 

@@ -22,9 +22,9 @@ from notisync.core.rulebook import RuleService
 from notisync.core.rules import Decision, RuleSet
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.recipients import DeviceList
-from notisync.errors import BadRequest, NotFound, RateLimited, Unavailable
+from notisync.errors import BadRequest, Conflict, NotFound, RateLimited, Unavailable
 from notisync.hooks import hooks
-from notisync.views import notification_view, sync_view
+from notisync.views import invoked_view, notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.ratelimit import retry_after
 
@@ -121,6 +121,8 @@ class NotificationService:
             "body": data.get("body") or "",
             "category": decision.category,
             "priority": decision.priority,
+            "actions": data.get("actions") or [],
+            "version": 1,
             "is_read": False,
             "is_dismissed": False,
             "created_at": now,
@@ -134,9 +136,13 @@ class NotificationService:
         if not created:
             if source_device_id:  # ask the store itself (a rare path)
                 await self.devices.require_live(user_id, source_device_id)
-            if stored.get("pending"):
-                await self.finish(stored)
-            hooks.ingested("duplicate")
+            if stored.get("pending") and (stored["id"], stored.get("version") or 1) not in self.pending:
+                await self.finish(stored)  # not known to be sent: finish it (appends at most once)
+            if content_changes(stored, record):
+                stored = await self.update_in_place(stored, record)
+                hooks.ingested("updated")
+            else:
+                hooks.ingested("duplicate")
             return stored, False
         await self.finish(stored, targets, sender_must_be_live=True)
         hooks.ingested("stored")
@@ -154,19 +160,23 @@ class NotificationService:
         it) and deleted. Later attempts (retry, sweeper) deliver it anyway:
         it was accepted from a live device.
         """
+        version = record.get("version") or 1
+        # Version 1 is the notification itself; every later version is an
+        # update in place with a fan-out marker of its own (see update_in_place).
+        kind = protocol.NEW_NOTIFICATION if version == 1 else protocol.NOTIFICATION_UPDATED
         view = notification_view(record)
         silent = bool(record.get("silent"))
         try:
             await self.fan_out.send(
-                record["user_id"], record["source_device_id"], protocol.NEW_NOTIFICATION,
-                {**view, "silent": silent}, targets, once_for=record["id"],
-                sender_must_be_live=sender_must_be_live,
+                record["user_id"], record["source_device_id"], kind,
+                {**view, "silent": silent}, targets, once_for=fanout_marker(record),
+                sender_must_be_live=sender_must_be_live and version == 1,
                 # Per device: route, blocked apps, quiet hours, muted apps.
                 shape=shape_new(record), silent_data=None if silent else {**view, "silent": True},
             )
         except NotFound:
             if not await self.fan_out.cancel(record["id"]):
-                self.pending.fanned_out(record["id"])
+                self.pending.fanned_out(record["id"], version)
                 return  # another attempt appended it first: it was delivered
             await self.store.delete_notification(record["user_id"], record["id"])
             raise
@@ -175,14 +185,14 @@ class NotificationService:
                 "stored, but not yet sent to your other devices; it will be sent when the real-time"
                 " service is back (retry with the same source_key to confirm)", code="redis_unavailable",
             ) from exc
-        self.pending.fanned_out(record["id"])
+        self.pending.fanned_out(record["id"], version)
 
     async def sweep(self, grace: float = SWEEP_GRACE) -> int:
         """Finish notifications left pending for ``grace`` seconds; how many were finished."""
         finished = 0
         while True:
             rows = await self.store.list_pending(utcnow() - dt.timedelta(seconds=grace), SWEEP_BATCH)
-            rows = [r for r in rows if r["id"] not in self.pending]
+            rows = [r for r in rows if (r["id"], r.get("version") or 1) not in self.pending]
             if not rows:
                 return finished
             for record in rows:
@@ -236,6 +246,93 @@ class NotificationService:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         return page, encode_cursor(page[-1]) if more and page else None
+
+    async def update_in_place(self, stored: Record, incoming: Record) -> Record:
+        """A repeat post (same source device and source_key) with new content.
+
+        The content and a new version are written in one atomic store step
+        that also sets ``pending``, then fanned out as ``notification_updated``
+        under a marker of that version (``fanout_marker``): a retried or
+        swept update appends once, and each change appends its own frame.
+        The store step only applies at the version read, so racing updates
+        each apply to what the other left, in turn. Before any update the
+        previous version's fan-out is finished (the caller did), so the
+        other devices always receive versions in order.
+        """
+        current = stored
+        for _ in range(UPDATE_TRIES):
+            content = content_changes(current, incoming)
+            if not content:
+                return current
+            updated = await self.store.update_notification_content(
+                current["user_id"], current["id"], current.get("version") or 1, content, utcnow()
+            )
+            if updated is not None:
+                await self.finish(updated)
+                return updated
+            reread = await self.store.get_notification(current["user_id"], current["id"])
+            if reread is None:  # expired meanwhile: nothing left to update
+                return current
+            if reread.get("pending"):
+                await self.finish(reread)
+            current = reread
+        raise Unavailable("the notification keeps changing; retry", code="update_conflict")
+
+    async def invoke(
+        self, user_id: str, notification_id: str, action_id: str, reply_text: str | None, device_id: str | None
+    ) -> Record:
+        """Send ``action_invoked`` to the notification's source device (its stream queues it).
+
+        404: no such notification or action; 409: it is dismissed (or
+        expired — gone from every answer, so also 404 then); 400: a
+        ``reply_text`` on a button.
+        """
+        if device_id:
+            await self.devices.require_live(user_id, device_id)
+        record = await self.get(user_id, notification_id)
+        action = next((a for a in record.get("actions") or [] if a["id"] == action_id), None)
+        if action is None:
+            raise NotFound("the notification has no such action", code="action_not_found")
+        if record["is_dismissed"]:
+            raise Conflict("the notification was dismissed", code="notification_dismissed")
+        if reply_text is not None and action.get("type") != "reply":
+            raise BadRequest("reply_text is only for reply actions", code="validation_error",
+                             fields={"reply_text": "This action takes no reply text."})
+        source = record.get("source_device_id")
+        if source is None or source == device_id:
+            # Nobody else to tell: a notification posted without a device,
+            # or its own device invoking it, needs no frame.
+            return record
+        data = invoked_view(notification_id, action_id, reply_text, device_id)
+        try:
+            await self.fan_out.send_to(user_id, device_id, source, protocol.ACTION_INVOKED, data)
+        except (RedisError, OSError) as exc:
+            raise Unavailable("could not reach the source device's stream; retry", code="redis_unavailable") from exc
+        return record
+
+
+# A repeat post may change these in place (SPEC "Updates and actions").
+CONTENT_FIELDS = ("title", "body", "category", "priority", "actions")
+UPDATE_TRIES = 5
+
+
+def content_changes(stored: Record, incoming: Record) -> Record:
+    """The content fields of ``incoming`` that differ from ``stored`` (empty: unchanged)."""
+    defaults = {"actions": [], "title": "", "body": ""}
+    changed: Record = {}
+    for name in CONTENT_FIELDS:
+        new = incoming.get(name, defaults.get(name))
+        old = stored.get(name, defaults.get(name))
+        if new != (old if old is not None else defaults.get(name)):
+            changed[name] = new
+    return changed
+
+
+def fanout_marker(record: Record) -> str:
+    """Once-only identity of a fan-out: the notification for version 1, id:vN for each update."""
+    version = record.get("version") or 1
+    return record["id"] if version == 1 else f"{record['id']}:v{version}"
+
 
 def encode_cursor(record: Record) -> str:
     raw = f"{record['created_at'].isoformat()}|{record['id']}".encode()

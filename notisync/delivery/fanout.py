@@ -87,6 +87,39 @@ class FanOut:
                 raise NotFound("device not found", code="device_not_found")
         raise Unavailable("the device list keeps changing; retry", code="devices_changing")
 
+    async def send_to(self, user_id: str, source: str | None, target: str, kind: str, data: dict[str, Any]) -> bool:
+        """Append one frame to a single device's stream (``action_invoked`` to a
+        notification's source device), then wake its sockets.
+
+        Same script, same guarantees as ``send``; False (nothing sent) if
+        ``target`` is no longer a live device of the user.
+        """
+        body = protocol.frame(kind, data)
+        entry = await self.recipients.get(user_id)
+        for _ in range(FANOUT_TRIES):
+            if target not in entry.devices or target == source:
+                entry = await self.recipients.load(user_id)  # created after we cached the list?
+                if target not in entry.devices or target == source:
+                    return False
+            try:
+                appended = await self.streams.append(
+                    self.delivery.epoch, user_id, entry.version, [target], self.node_id, body
+                )
+            except EpochMismatch:
+                await self.delivery.resync_all()
+            except StaleDevices:
+                pass
+            except (RedisError, OSError):
+                self.delivery.expect_own_echo(user_id)
+                raise
+            else:
+                if appended is not None:
+                    self.delivery.deliver(user_id, appended, body)
+                hooks.bus_out(1 if appended else 0)
+                return True
+            entry = await self.recipients.load(user_id)
+        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
+
     async def cancel(self, notification_id: str) -> bool:
         """Make sure no attempt ever appends this notification; False if one already did."""
         return await self.streams.cancel_once(notification_id)
