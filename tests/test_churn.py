@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,8 +212,32 @@ async def run_flow(nodes: list[Node], users: list[tuple[User, list[Device]]], co
     return list(posted), actions
 
 
+@pytest.fixture
+def mongo_cluster(mongoeco):
+    """Two nodes keeping documents in mongoeco over the wire (motor's real
+    driver path; a MongoDB-compatible server, not MongoDB)."""
+    redis = RedisServer(persistent=False).start()
+    data_dir = short_tmpdir()
+    url = mongoeco.db_url(f"churn_{uuid.uuid4().hex[:10]}")
+    nodes = [Node(data_dir=data_dir, redis_url=redis.url, extra=["--mongo-url", url]).start() for _ in range(2)]
+    yield redis, nodes
+    for n in nodes:
+        assert n.stop() == 0, n.log()
+    redis.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(redis.dir, ignore_errors=True)
+
+
 async def test_no_loss_under_churn_across_two_nodes(cluster):
-    _, nodes = cluster
+    await check_no_loss(cluster[1])
+
+
+async def test_no_loss_under_churn_with_mongodb_over_the_wire(mongo_cluster):
+    await check_no_loss(mongo_cluster[1])
+
+
+async def check_no_loss(nodes: list[Node]) -> None:
+    """The churn flow, then every device against the server's state."""
     users = await setup_users(nodes, users=4, per_user=3)
     posted, actions = await run_flow(nodes, users, count=300)
     total = 0

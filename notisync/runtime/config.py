@@ -45,6 +45,8 @@ class Settings(OpsSettings):
     post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
     outbox_bytes: int = 4 * 1024 * 1024
     redis_maxmemory: str = "512mb"  # embedded redis only
+    # Node processes behind the one port (notisync/runtime/workers.py); 1: this process serves.
+    workers: int = 1
 
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins or not origin:
@@ -53,6 +55,17 @@ class Settings(OpsSettings):
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def worker_count(value: object) -> int:
+    """``--workers``: a positive number, or ``auto`` for the number of cores."""
+    if str(value).strip().lower() == "auto":
+        return os.cpu_count() or 1
+    n = int(str(value))
+    if n < 1:
+        raise ValueError("--workers must be at least 1 (or auto)")
+    return n
+
 
 # flag name -> (env var, type, help)
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -69,6 +82,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
+    "workers": ("NOTISYNC_WORKERS", worker_count, "node processes sharing the port, or auto (one per core)"),
     **OPS_FLAGS,
     **LIMIT_FLAGS,
 }

@@ -4,12 +4,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Callable, Sequence
 
 from tornado.httpserver import HTTPServer
 
 from notisync import protocol
-from notisync.runtime import gctune, logs
+from notisync.runtime import gctune, logs, workers
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings
 from notisync.runtime.hygiene import restrict_umask
@@ -27,10 +28,14 @@ FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 
 
 async def serve(settings: Settings) -> None:
+    inherited = workers.inherited_sockets()  # set when this node is one of --workers N
     services = await Services.create(settings)
     app = make_app(services)
     server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy)
-    server.listen(settings.port, settings.host)
+    if inherited:
+        server.add_sockets(inherited)
+    else:
+        server.listen(settings.port, settings.host)
     gctune.tune_after_startup()
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
@@ -41,6 +46,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    workers.report_ready()
     await stop.wait()
     log.info("shutting down")
     server.stop()  # no new connections
@@ -97,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()  # before the store's worker thread starts
     settings = parse_settings(argv)
     logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
+    if settings.workers > 1:
+        return workers.run(settings, sys.argv[1:] if argv is None else argv)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))

@@ -205,6 +205,7 @@ class Services:
         ok = store_ok and redis_ok
         return ok, {
             "status": "ok" if ok else "degraded",
+            "node": self.settings.node_id,  # which process answered (several behind one port: --workers)
             "websocket": {"status": "running", "connections": self.hub.count},
             "store": {"status": "ok" if store_ok else "down", "backend": self.store.backend},
             "redis": self._redis_health(redis_ok),
