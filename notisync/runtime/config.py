@@ -13,6 +13,7 @@ from typing import Sequence
 
 from notisync.runtime.limits import LIMIT_FLAGS, check as check_limits
 from notisync.runtime.ops_settings import OPS_FLAGS, OpsSettings, check as check_ops, yes
+from notisync.runtime.redis_topology import SENTINEL_FLAGS, check as check_redis
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Settings(OpsSettings):
     data_dir: str = "./data"
     mongo_url: str | None = None
     redis_url: str | None = None
+    redis_sentinels: str | None = None  # host:port,… (notisync/runtime/redis_topology.py)
+    redis_master: str | None = None
     jwt_secret: str | None = None
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     log_level: str = "INFO"
@@ -83,6 +86,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     "workers": ("NOTISYNC_WORKERS", worker_count, "node processes sharing the port, or auto (one per core)"),
+    **SENTINEL_FLAGS,
     **OPS_FLAGS,
     **LIMIT_FLAGS,
 }
@@ -122,6 +126,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
     settings.mongo_url = settings.mongo_url or None
     settings.redis_url = settings.redis_url or None
+    if (problem := check_redis(settings)) is not None:
+        parser.exit(2, f"run.py: error: {problem}\n")
     settings.jwt_secret = settings.jwt_secret or None
     return settings
 

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from tornado.httpserver import HTTPServer
 
 from notisync import protocol
-from notisync.runtime import gctune, logs, workers
+from notisync.runtime import gctune, logs, redis_topology, workers
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings
 from notisync.runtime.hygiene import restrict_umask
@@ -40,7 +40,7 @@ async def serve(settings: Settings) -> None:
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
         settings.node_id, settings.host, settings.port, services.store.backend,
-        f"embedded at {services.redis_url}" if services.embedded else "external",
+        f"embedded at {services.redis_url}" if services.embedded else redis_topology.describe(settings),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

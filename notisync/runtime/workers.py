@@ -55,7 +55,8 @@ def run(settings: Settings, argv: Sequence[str]) -> int:
 class _Parent:
     def __init__(self, settings: Settings, argv: list[str], sockets: list[socket.socket]) -> None:
         self.settings, self.argv, self.sockets = settings, argv, sockets
-        self.embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not settings.redis_url else None
+        external = settings.redis_url or settings.redis_sentinels
+        self.embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not external else None
         self.redis_url = settings.redis_url
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
