@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import time
 
 import pytest
+import redis
 
-from tests.harness import Node, call, short_tmpdir
+from tests.harness import Node, call, new_user, short_tmpdir
 from tests.redis_topologies import MASTER, SentinelSetup
 from tests.test_churn import run_flow, server_state, setup_users
 
@@ -79,3 +81,40 @@ async def test_primary_killed_mid_churn_loses_nothing_silently(sentinel_nodes):
             resyncs += dev.sync_required
     print(f"devices told sync_required: {resyncs}")
     assert await all_healthy(nodes)
+
+
+@pytest.fixture
+def wait_node():
+    """One node with --redis-wait 1 on the Sentinel topology."""
+    topology = SentinelSetup().start()
+    node = Node(extra=["--redis-sentinels", topology.sentinel_flag, "--redis-master", MASTER, "--redis-wait", "1"])
+    try:
+        node.start()
+        yield topology, node
+        assert node.stop(timeout=60) == 0, node.log()
+    finally:
+        node.kill()
+        topology.stop()
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+async def test_redis_wait_answers_a_post_once_the_replica_has_it(wait_node):
+    topology, node = wait_node
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("web")
+    replica = redis.Redis(port=topology.servers[1].port, socket_timeout=5)
+    for i in range(20):
+        nid = (await user.post(f"n{i}", device=phone))["id"]
+        # WAIT 1 returned before the 201: the replica holds the append already.
+        assert replica.exists(f"notisync:f:{nid}"), "the replica lacks an acknowledged fan-out"
+    assert replica.xlen(f"notisync:s:{laptop}") == 20
+    # A stalled replica: posts are still accepted (after WAIT's 1 s), and the node says so.
+    replica_proc = topology.servers[1].proc
+    replica_proc.send_signal(signal.SIGSTOP)
+    try:
+        r = await call(node, "POST", "/api/v1/notifications", {"app_name": "A", "title": "t"}, token=user.token,
+                       headers={"X-Device-ID": phone})
+        assert r.status == 201, r.body
+    finally:
+        replica_proc.send_signal(signal.SIGCONT)
+    assert "WAIT 1: 0 replica(s) confirmed" in node.log()

@@ -25,6 +25,8 @@ SENTINEL_FLAGS: dict[str, tuple[str, type, str]] = {
     "redis-sentinels": ("NOTISYNC_REDIS_SENTINELS", str,
                         "host:port,… of Redis Sentinels (with --redis-master; instead of --redis-url)"),
     "redis-master": ("NOTISYNC_REDIS_MASTER", str, "the primary's name the sentinels monitor"),
+    "redis-wait": ("NOTISYNC_REDIS_WAIT", int,
+                   "replicas that must have a fan-out before it is answered (WAIT, 1 s at most); 0: off"),
 }
 
 
@@ -45,6 +47,9 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
 
 def check(settings: Any) -> str | None:
     """Normalise in place; a one-line error if the Redis flags do not fit together."""
+    settings.redis_wait = int(settings.redis_wait)
+    if settings.redis_wait < 0:
+        return "--redis-wait must be 0 (off) or a number of replicas"
     settings.redis_sentinels = settings.redis_sentinels or None
     settings.redis_master = settings.redis_master or None
     if settings.redis_sentinels is None:

@@ -90,7 +90,7 @@ class Services:
         self.client_name = client_name(settings)
         self.keys = Keys(s.key_prefix)
         self.hub = Hub()
-        self.streams = Streams(redis, self.keys)
+        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait)
         self.presence = Presence(redis, self.keys, s.presence_ttl)
         self.bus = Bus(topology.url, redis, self.keys, s.node_id, client_name=self.client_name,
                        pool=topology.bus_pool(self.client_name))
