@@ -123,9 +123,13 @@ class _Parent:
             os.close(write_fd)
         self.procs[slot] = proc
         try:
-            return await self._ready(proc, read_fd)
+            ready = await self._ready(proc, read_fd)
         finally:
             os.close(read_fd)
+        if not ready and proc.returncode is None:  # hung in its start: not left running beside the next one
+            _signal(proc, signal.SIGKILL)
+            await proc.wait()
+        return ready
 
     async def _ready(self, proc: asyncio.subprocess.Process, read_fd: int) -> bool:
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
