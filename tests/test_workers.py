@@ -11,11 +11,13 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from typing import Iterator
 
 import pytest
 
-from tests.harness import WS, Node, call, new_user, ws_connect
+from tests.harness import ROOT, WS, Node, call, new_user, ws_connect
 
 WORKERS = 2
 
@@ -160,3 +162,19 @@ def _zombie(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "--workers"),
+    (["--workers", "many"], "--workers"),
+    (["--redis-sentinels", "127.0.0.1:26379"], "--redis-master"),
+    (["--redis-master", "mymaster"], "--redis-sentinels"),
+    (["--redis-sentinels", "127.0.0.1", "--redis-master", "m"], "host:port"),
+    (["--redis-sentinels", "127.0.0.1:1", "--redis-master", "m", "--redis-url", "redis://x"], "either"),
+    (["--redis-wait", "-1"], "--redis-wait"),
+])
+def test_bad_scale_flags_exit_2_with_one_line(flags, message):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *flags], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 2, out
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
