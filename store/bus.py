@@ -41,15 +41,18 @@ ECHO_WATCH_SECONDS = 120.0
 class Bus:
     def __init__(
         self,
-        url: str,
+        url: str | None,
         redis: Redis,
         keys: Keys,
         node_id: str,
         client_name: str | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
-        # No read timeout on this connection: it idles until something is published.
-        self._pool = ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5,
-                                             client_name=client_name)
+        # No read timeout on this connection: it idles until something is
+        # published. ``pool`` instead of ``url``: e.g. one that asks Redis
+        # Sentinel for the primary on every connect.
+        self._pool = pool or ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5,
+                                                     client_name=client_name)
         self._redis = redis
         self._keys = keys
         self.node_id = node_id

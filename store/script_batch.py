@@ -13,6 +13,7 @@ would re-run a lone EVALSHA).
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,16 +22,27 @@ from redis.exceptions import NoScriptError
 
 from store.batching import Batcher, Outcome
 
+log = logging.getLogger(__name__)
+
 MAX_BATCH = 128
 
 Call = tuple[list[Any], list[Any]]  # keys, args
 
 
 class ScriptBatcher(Batcher[Call]):
-    def __init__(self, redis: Redis, script: AsyncScript, max_batch: int = MAX_BATCH) -> None:
+    """``wait_replicas``: end each pipeline with ``WAIT n`` (the same connection, so it
+    covers exactly these writes): callers are answered once that many replicas
+    have them, or after ``wait_ms`` — then the writes stand on the primary
+    alone (asynchronous replication, as without the flag), counted in
+    ``unconfirmed`` and logged."""
+
+    def __init__(self, redis: Redis, script: AsyncScript, max_batch: int = MAX_BATCH,
+                 wait_replicas: int = 0, wait_ms: int = 1000) -> None:
         super().__init__(max_batch)
         self._redis = redis
         self._script = script
+        self._wait = (wait_replicas, wait_ms)
+        self.unconfirmed = 0  # pipelines whose WAIT timed out short of wait_replicas
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
         return await self.submit((keys, args))
@@ -40,13 +52,25 @@ class ScriptBatcher(Batcher[Call]):
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            if self._wait[0]:
+                pipe.execute_command("WAIT", *self._wait)
             replies = await pipe.execute(raise_on_error=False)
+        if self._wait[0]:
+            self._check_wait(replies.pop())
         outcomes: list[Outcome] = []
         for (keys, args), reply in zip(calls, replies):
             if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts
                 reply = await self._lone_call(keys, args)
             outcomes.append((not isinstance(reply, Exception), reply))
         return outcomes
+
+    def _check_wait(self, acked: Any) -> None:
+        if isinstance(acked, int) and acked >= self._wait[0]:
+            return
+        self.unconfirmed += 1
+        if self.unconfirmed == 1 or self.unconfirmed % 100 == 0:  # not a line per fan-out while it lasts
+            log.warning("WAIT %d: %s replica(s) confirmed within %d ms; these appends rely on async replication"
+                        " (%d time(s) so far)", self._wait[0], acked, self._wait[1], self.unconfirmed)
 
     async def _lone_call(self, keys: list[Any], args: list[Any]) -> Any:
         """The script did not run; this path loads it and runs it once."""

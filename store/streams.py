@@ -137,11 +137,12 @@ class ReadResult:
 
 
 class Streams:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, wait_replicas: int = 0) -> None:
         self._redis = redis
         self._keys = keys
-        # Concurrent fan-outs share one pipeline (see store/script_batch.py).
-        self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT))
+        # Concurrent fan-outs share one pipeline (see store/script_batch.py);
+        # wait_replicas: it ends with WAIT (--redis-wait).
+        self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT), wait_replicas=wait_replicas)
         self._save_cursors = redis.register_script(_SAVE_CURSORS)
 
     async def ensure_epoch(self) -> str:

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Node, RedisServer
+from tests.harness import MongoEcoServer, Node, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +25,19 @@ def redis_server() -> Iterator[RedisServer]:
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongoeco() -> Iterator[MongoEcoServer]:
+    """mongoeco over the wire (a MongoDB-compatible server, not MongoDB).
+
+    Like every other tool the suite needs, a missing mongoeco fails the test
+    (never a skip): ``.ci/run`` creates its venv and names it.
+    """
+    python = MongoEcoServer.find_python()
+    if python is None:
+        pytest.fail("mongoeco not found: run .ci/run (it creates .venv-mongoeco), or set "
+                    "NOTISYNC_MONGOECO_PYTHON to a Python 3.13 with mongoeco[wire]==4.11.0")
+    server = MongoEcoServer(python).start()
+    yield server
+    server.stop()

@@ -71,6 +71,55 @@ class RedisServer:
         self.start()
 
 
+class MongoEcoServer:
+    """mongoeco's MongoDB wire protocol on a loopback port (tests/mongoeco_server.py).
+
+    A MongoDB-compatible server in memory, not MongoDB: it lets motor cross
+    its real wire path. It runs under Python 3.13 in a venv of its own, named
+    by NOTISYNC_MONGOECO_PYTHON (``.ci/run`` creates it) or found at
+    ``.venv-mongoeco/`` in the repository.
+    """
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def find_python() -> str | None:
+        named = os.environ.get("NOTISYNC_MONGOECO_PYTHON")
+        if named:
+            return named
+        local = os.path.join(ROOT, ".venv-mongoeco", "bin", "python")
+        return local if os.path.exists(local) else None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def db_url(self, name: str) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/{name}?directConnection=true"
+
+    def start(self) -> "MongoEcoServer":
+        args = [self.python, os.path.join(ROOT, "tests", "mongoeco_server.py"), "--port", str(self.port)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode(errors="replace")
+        if not line.startswith("READY"):
+            rest = self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
+            self.stop()
+            raise RuntimeError(f"mongoeco did not start: {line}{rest}")
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+
+
 def wait_for_port(port: int, timeout: float = 15) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

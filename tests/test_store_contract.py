@@ -1,5 +1,7 @@
 """One contract suite for every DocumentStore: SQLite on a real file,
-mongomock-motor, and a real MongoDB when NOTISYNC_TEST_MONGO_URL is set."""
+mongomock-motor, motor over the wire against mongoeco (a MongoDB-compatible
+server, not MongoDB: see the ``mongoeco`` fixture), and a real MongoDB when
+NOTISYNC_TEST_MONGO_URL is set."""
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +26,7 @@ DAY = dt.timedelta(days=1)
 BACKENDS = [
     "sqlite",
     "mongomock",
+    "mongoeco",
     pytest.param(
         "mongodb",
         marks=pytest.mark.skipif(not MONGO_URL, reason="NOTISYNC_TEST_MONGO_URL not set"),
@@ -39,11 +42,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
         # A plain mock client hands back naive datetimes: the store must fix them.
         s = MongoStore(AsyncMongoMockClient(), "notisync_test")
     else:
-        client = make_client(MONGO_URL or "")
+        url = request.getfixturevalue("mongoeco").url if request.param == "mongoeco" else MONGO_URL
+        client = make_client(url or "")
         s = MongoStore(client, f"notisync_test_{uuid.uuid4().hex[:12]}")
     await s.open()
     yield s
-    if request.param == "mongodb":
+    if request.param in ("mongodb", "mongoeco"):
         await client.drop_database(s.db_name)  # a fresh database per test
     await s.close()
 

@@ -136,6 +136,7 @@ class _RedisHealth(_Status):
 
 class HealthSchema(_Out):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded"]))
+    node = fields.String(metadata={"description": "id of the node (process) that answered; one per --workers worker"})
     websocket = fields.Nested(_WebSocketHealth, required=True)
     store = fields.Nested(_StoreHealth, required=True)
     redis = fields.Nested(_RedisHealth, required=True)

