@@ -104,7 +104,8 @@ OPERATIONS: dict[str, dict[str, Op]] = {
     "/api/v1/notifications": {
         "post": Op("Post a notification; the user's other devices receive it",
                    {201: ("Stored and sent", out.NotificationSchema),
-                    200: ("Repeat of a source_key: the existing notification, nothing sent", out.NotificationSchema)},
+                    200: ("Repeat of a source_key: the existing notification, nothing sent", out.NotificationSchema),
+                    202: ("A rule dropped it: nothing stored or sent ({dropped: true, rule_id})", None)},
                    _BODY + _AUTHED + (403, 404, 429), body=schemas.NOTIFICATION_CREATE, tags=("notifications",),
                    extra={"parameters": [{"in": "header", "name": "X-Device-ID", "required": False,
                                           "schema": {"type": "string"},
