@@ -34,7 +34,7 @@ class _Base(Schema):
         unknown = EXCLUDE
 
 
-class MatchSchema(_Base):
+class RuleMatchSchema(_Base):
     app_name = fields.String(validate=TEXT)
     title_contains = fields.String(validate=TEXT)
     body_contains = fields.String(validate=TEXT)
@@ -42,7 +42,7 @@ class MatchSchema(_Base):
     source_device_id = fields.String(validate=validate.Length(min=1, max=64))
 
 
-class ActionSchema(_Base):
+class RuleActionSchema(_Base):
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     priority = WholeNumber(validate=validate.Range(min=-2, max=5))
     silent = fields.Boolean()
@@ -63,16 +63,16 @@ class RuleSchema(_Base):
     name = fields.String(load_default="", validate=validate.Length(max=100))
     enabled = fields.Boolean(load_default=True)
     position = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
-    match = fields.Nested(MatchSchema, required=True)
-    action = fields.Nested(ActionSchema, required=True)
+    match = fields.Nested(RuleMatchSchema, required=True)
+    action = fields.Nested(RuleActionSchema, required=True)
 
 
 class RuleUpdateSchema(_Base):
     name = fields.String(validate=validate.Length(max=100))
     enabled = fields.Boolean()
     position = WholeNumber(validate=validate.Range(min=-1_000_000, max=1_000_000))
-    match = fields.Nested(MatchSchema)
-    action = fields.Nested(ActionSchema)
+    match = fields.Nested(RuleMatchSchema)
+    action = fields.Nested(RuleActionSchema)
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:

@@ -7,6 +7,7 @@ number of racing requests; the SQLite store is exact).
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -20,8 +21,6 @@ def _rule(doc: dict[str, Any] | None) -> Record | None:
     out = {"id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
     created = out.get("created_at")
     if created is not None and created.tzinfo is None:  # mongomock hands back naive datetimes
-        import datetime as dt
-
         out["created_at"] = created.replace(tzinfo=dt.timezone.utc)
     return out
 

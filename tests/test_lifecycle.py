@@ -150,7 +150,7 @@ async def test_restart_on_same_data_dir_keeps_accounts_tokens_data_and_queue(pro
     assert {(d["id"], d["device_name"]) for d in r.body["devices"]} == {(d["id"], d["device_name"]) for d in devices_before}
     listed = (await again.call("GET", f"{API}/notifications")).body["notifications"]
     assert [(n["id"], n["is_read"], n["category"]) for n in listed] == [
-        (queued["id"], False, "Work"), (delivered["id"], True, "Personal")]
+        (queued["id"], False, "Work"), (delivered["id"], True, "Work")]  # Slack: Work by the built-in table
     login = await call(second, "POST", f"{API}/auth/login", {"email": user.email, "password": user.password})
     assert login.status == 200 and login.body["user"]["id"] == user.id
     assert (await call(second, "POST", f"{API}/auth/refresh", {"refresh_token": user.refresh_token})).status == 200

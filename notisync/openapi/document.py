@@ -106,7 +106,8 @@ OPERATIONS: dict[str, dict[str, Op]] = {
                    {201: ("Stored and sent", out.NotificationSchema),
                     200: ("Repeat of a source_key: unchanged content sends nothing; new content (title, body,"
                           " category, priority, actions) updates it in place and the other devices receive"
-                          " notification_updated", out.NotificationSchema)},
+                          " notification_updated", out.NotificationSchema),
+                    202: ("A rule dropped it: nothing stored or sent ({dropped: true, rule_id})", None)},
                    _BODY + _AUTHED + (403, 404, 429), body=schemas.NOTIFICATION_CREATE, tags=("notifications",),
                    extra={"parameters": [{"in": "header", "name": "X-Device-ID", "required": False,
                                           "schema": {"type": "string"},
