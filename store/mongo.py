@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from store.errors import DuplicateKey
+from store.mongo_phone import MongoPhone
 from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
 
 DEFAULT_DB = "notisync"
@@ -65,7 +66,7 @@ def to_doc(record: Record) -> dict[str, Any]:
     return doc
 
 
-class MongoStore(DocumentStore):
+class MongoStore(MongoPhone, DocumentStore):
     """Takes ownership of ``client``: ``close()`` closes it."""
 
     backend = "mongodb"
@@ -95,6 +96,7 @@ class MongoStore(DocumentStore):
         await self.refresh_tokens.create_index("expires_at", expireAfterSeconds=0)
         await self.devices.create_index("user_id")
         await self.sessions.create_index("user_id")
+        await self._open_phone()
         await self.notifications.create_index(
             [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
         )
@@ -179,6 +181,7 @@ class MongoStore(DocumentStore):
         await self.devices.delete_many({"user_id": user_id})
         await self.refresh_tokens.delete_many({"user_id": user_id})
         await self.sessions.delete_many({"user_id": user_id})
+        await self.api_keys.delete_many({"user_id": user_id})
         await self.users.delete_one({"_id": user_id})
         return devices
 

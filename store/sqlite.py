@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 from store.errors import DuplicateKey
 from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
 from store.sqlite_batch import GroupWriter
+from store.sqlite_phone import PhoneRows
 from store.sqlite_schema import SCHEMA, migrate
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
@@ -45,7 +46,7 @@ T = TypeVar("T")
 CLEAR_CHUNK = 500
 
 
-class SQLiteStore(DocumentStore):
+class SQLiteStore(PhoneRows, DocumentStore):
     backend = "sqlite"
 
     def __init__(self, path: str) -> None:
@@ -195,7 +196,7 @@ class SQLiteStore(DocumentStore):
     async def delete_user(self, user_id: str) -> list[str]:
         def delete(conn: sqlite3.Connection) -> list[str]:
             devices = [row[0] for row in conn.execute("SELECT id FROM devices WHERE user_id = ?", (user_id,))]
-            for table in ("notifications", "devices", "refresh_tokens", "sessions"):
+            for table in ("notifications", "devices", "refresh_tokens", "sessions", "api_keys"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
             return devices

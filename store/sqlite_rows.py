@@ -23,7 +23,7 @@ NOTIFICATION_COLS = (
     "updated_at", "expires_at", "pending",
 )
 DATETIME_COLS = frozenset(
-    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at"}
+    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at", "last_used_at"}
 )
 BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
 LIKE_ESCAPE = "\\"
