@@ -78,6 +78,10 @@ class DeviceUpdateSchema(_Base):
             raise ValidationError("give device_name or push_token", "_schema")
 
 
+class ApiKeyCreateSchema(_Base):
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=100))
+
+
 class NotificationCreateSchema(_Base):
     app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
@@ -171,6 +175,7 @@ PASSWORD_CHANGE = PasswordChangeSchema()
 ACCOUNT_DELETE = AccountDeleteSchema()
 DEVICE_CREATE = DeviceCreateSchema()
 DEVICE_UPDATE = DeviceUpdateSchema()
+API_KEY_CREATE = ApiKeyCreateSchema()
 NOTIFICATION_CREATE = NotificationCreateSchema()
 ACTION = ActionSchema()
 WS_ACTION = WsActionSchema()

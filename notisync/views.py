@@ -46,3 +46,13 @@ def sync_view(n: Record, source_device: str | None) -> dict[str, Any]:
         "is_dismissed": n["is_dismissed"],
         "source_device": source_device,
     }
+
+
+def api_key_view(k: Record) -> dict[str, Any]:
+    """A device API key as listed: never the key, which only its creation shows."""
+    return {
+        "id": k["id"],
+        "name": k.get("name"),
+        "created_at": iso(k["created_at"]),
+        "last_used_at": iso(k.get("last_used_at")),
+    }

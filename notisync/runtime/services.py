@@ -10,6 +10,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
+from notisync.core.apikeys import ApiKeyService
 from notisync.core.auth import TokenService, load_or_create_secret
 from notisync.core.devices import DeviceService
 from notisync.core.notifications import NotificationService
@@ -111,6 +112,7 @@ class Services:
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
                                      max_devices=s.max_devices)
+        self.api_keys = self.sessions.api_keys = ApiKeyService(store, redis, self.keys, self.sessions, self.devices)
         self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
