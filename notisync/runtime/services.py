@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
 from notisync.core.apikeys import ApiKeyService
+from notisync.core.bulk import BulkService
 from notisync.core.auth import TokenService, load_or_create_secret
 from notisync.core.devices import DeviceService
 from notisync.core.notifications import NotificationService
@@ -120,6 +121,7 @@ class Services:
             store, self.fan_out, self.devices, self.pending,
             post_limit=(lambda user_id: self.post_rate.take(self.keys.post_rate(user_id))) if s.post_rate else None,
         )
+        self.bulk = BulkService(store, self.fan_out, self.devices)
         self.stats = StatsService(self.hub, self.presence)
         self._loops: list[asyncio.Task[None]] = []
 
