@@ -3,7 +3,6 @@ app holding only a key posts, updates and dismisses; revoking the key or its dev
 ends it on every node within a second, sockets included."""
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
 from typing import Any, Iterator
