@@ -74,6 +74,8 @@ class Selection:
     app_name: str | None = None
     category: str | None = None
     before: dt.datetime | None = None  # created strictly before this time
+    source_key: str | None = None  # the phone's own key (with source_device_id, when given)
+    source_device_id: str | None = None
 
 
 class DocumentStore(abc.ABC):

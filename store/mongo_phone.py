@@ -94,7 +94,7 @@ class MongoPhone:
         clauses: list[dict[str, Any]] = [
             {"user_id": selection.user_id}, live(), {"$or": [{name: False} for name in names]},
         ]
-        for field in ("app_name", "category"):
+        for field in ("app_name", "category", "source_key", "source_device_id"):
             if getattr(selection, field) is not None:
                 clauses.append({field: getattr(selection, field)})
         if selection.before is not None:

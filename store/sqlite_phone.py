@@ -62,7 +62,7 @@ class PhoneRows:
         sets = ", ".join(f"{name} = 1" for name in names)
         where = ["user_id = ?", LIVE, "(" + " OR ".join(f"{name} = 0" for name in names) + ")"]
         params: list[Any] = [selection.user_id, live_since()]
-        for col in ("app_name", "category"):
+        for col in ("app_name", "category", "source_key", "source_device_id"):
             if getattr(selection, col) is not None:
                 where.append(f"{col} = ?")
                 params.append(getattr(selection, col))

@@ -145,3 +145,26 @@ async def test_bulk_acts_only_on_the_callers_notifications(node) -> None:
     assert_error(await bulk(user, action="read", ids=["x"], device_id=str(uuid.uuid4())), 404, "device_not_found")
     assert_error(await user.call("POST", f"{API}/notifications/actions", raw=b"[1]"), 400)
     assert_error(await user.call("GET", f"{API}/notifications/actions"), 405)
+
+
+async def test_an_automation_app_dismisses_by_its_own_source_key(node) -> None:
+    """Tasker/MacroDroid keep no server ids: "notification cleared" -> dismiss by source_key, with the key."""
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    other_phone = await user.device("mobile")
+    key = (await user.call("POST", f"{API}/devices/{phone}/api-keys", {"name": "MacroDroid"})).body["key"]
+    body = {"app_name": "WhatsApp", "title": "Anna", "source_key": "com.whatsapp:Anna"}
+    posted = (await call(node, "POST", f"{API}/notifications", body, token=key)).body
+    same_key_elsewhere = await user.post("Anna", other_phone, app_name="WhatsApp", source_key="com.whatsapp:Anna")
+    laptop_ws = await ws_connect(node, user.token, laptop)
+    await laptop_ws.recv_type("new_notification")
+    await laptop_ws.recv_type("new_notification")
+    r = await call(node, "POST", f"{API}/notifications/actions",
+                   {"action": "dismissed", "source_key": "com.whatsapp:Anna"}, token=key)
+    assert r.status == 200 and r.body == {"updated": 1}, r.body
+    sync = await laptop_ws.recv_type("notification_sync")
+    assert (sync["data"]["notification_id"], sync["data"]["source_device"]) == (posted["id"], phone)
+    got = await user.call("GET", f"{API}/notifications/{same_key_elsewhere['id']}")
+    assert got.body["is_dismissed"] is False  # the other phone's notification with that key is its own
+    assert_error(await bulk(user, action="read", source_key=""), 400, fields={"source_key"})
+    laptop_ws.close()

@@ -617,6 +617,13 @@ async def test_set_flags_where_returns_only_what_it_changed(store: DocumentStore
     assert await store.set_flags_where(Selection("u1", ids=()), {"is_read": True}, t1) == []
     changed = await store.set_flags_where(Selection("u1", category="Work"), {"is_read": True}, t1)
     assert [n["id"] for n in changed] == [chat["id"]]
+    keyed = note("u1", source_device_id="d1", source_key="0|com.whatsapp|1|null|10134")
+    await store.create_notification(keyed)
+    assert await store.set_flags_where(
+        Selection("u1", source_key=keyed["source_key"], source_device_id="d2"), {"is_dismissed": True}, t1) == []
+    changed = await store.set_flags_where(
+        Selection("u1", source_key=keyed["source_key"], source_device_id="d1"), {"is_dismissed": True}, t1)
+    assert [n["id"] for n in changed] == [keyed["id"]]
     assert await store.get_notification("u2", theirs["id"]) == theirs
     many = [note("u1", app_name="Bulk") for _ in range(600)]
     for n in many:

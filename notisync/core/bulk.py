@@ -58,6 +58,9 @@ class BulkService:
             app_name=data.get("app_name"),
             category=data.get("category"),
             before=_utc(data.get("before")),
+            source_key=data.get("source_key"),
+            # A phone's source_key is its own: with an acting device, only that device's.
+            source_device_id=device_id if data.get("source_key") is not None else None,
         )
         changed = await self.store.set_flags_where(selection, FLAGS[action], utcnow())
         if not changed:
