@@ -112,14 +112,17 @@ class BulkActionSchema(_Base):
     # The phone's own key of one notification (posted by the acting device, when there is one):
     # an automation app can dismiss what it posted without having kept the server's id.
     source_key = fields.String(validate=validate.Length(min=1, max=512))
+    # Explicitly every live notification ("mark all read", "clear all"): never implied by an empty body.
+    all = fields.Boolean(validate=validate.Equal(True))
     # Notifications created strictly before this time; a time without a zone is UTC.
     before = fields.AwareDateTime(default_timezone=dt.timezone.utc)
     device_id = fields.UUID(load_default=None, allow_none=True)
 
     @validates_schema
     def _something_selected(self, data: dict[str, Any], **_: Any) -> None:
-        if not any(k in data for k in ("ids", "app_name", "category", "before", "source_key")):
-            raise ValidationError("give ids or a filter (app_name, category, before, source_key)", "_schema")
+        if not any(k in data for k in ("ids", "app_name", "category", "before", "source_key", "all")):
+            raise ValidationError("give ids, a filter (app_name, category, before, source_key) or all: true",
+                                  "_schema")
         try:  # stores compare in UTC; 0001-01-01T00:00+14:00 has no UTC value
             if "before" in data:
                 data["before"].astimezone(dt.timezone.utc)

@@ -100,8 +100,8 @@ async def test_bulk_by_filter_clears_all_and_history_keeps_them(node) -> None:
     sync = await laptop_ws.recv_type("notification_sync")
     assert sync["data"] == {"notification_id": chat["id"], "is_read": True, "is_dismissed": False,
                             "source_device": phone}
-    # clear all: everything before now
-    r = await bulk(user, action="dismissed", before=dt.datetime.now(dt.timezone.utc).isoformat())
+    # clear all
+    r = await bulk(user, action="dismissed", all=True)
     assert r.body == {"updated": 2}
     assert (await counts(user))["total"] == 0
     listed = lambda r: [n["id"] for n in r.body["notifications"]]  # noqa: E731
@@ -126,6 +126,8 @@ async def test_bulk_by_filter_clears_all_and_history_keeps_them(node) -> None:
     ({"action": "read", "before": "yesterday"}, {"before"}),
     ({"action": "read", "before": "0001-01-01T00:00:00+14:00"}, {"before"}),
     ({"action": "read", "ids": ["x"], "device_id": "nope"}, {"device_id"}),
+    ({"action": "read", "all": False}, {"all"}),
+    ({"action": "read", "all": "maybe"}, {"all"}),
 ])
 async def test_bulk_rejects_bad_input(node, body, fields) -> None:
     user = await new_user(node)

@@ -230,7 +230,7 @@ def build(metrics: bool = True) -> dict[str, Any]:
     doc["components"]["schemas"]["DeviceUpdate"]["anyOf"] = [{"required": ["device_name"]}, {"required": ["push_token"]}]
     # and the bulk action's "ids, or a filter".
     doc["components"]["schemas"]["BulkAction"]["anyOf"] = [
-        {"required": [name]} for name in ("ids", "app_name", "category", "before", "source_key")]
+        {"required": [name]} for name in ("ids", "app_name", "category", "before", "source_key", "all")]
     return doc
 
 
