@@ -4,6 +4,7 @@
 
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
+import { fetchCounts, actOnAll, debounce } from './bulk.js';
 import { NotificationStore } from './store.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
@@ -17,6 +18,7 @@ let stream = null;
 let listGeneration = 0; // a newer list request makes older answers irrelevant
 let startTimer = 0;
 let epoch = 0;          // bumped by teardown: work started for an older session stops
+let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
 
 // -- views -------------------------------------------------------------------
 
@@ -44,7 +46,9 @@ function render() {
   renderNotifications($('notifications'), items, { onRead, onDismiss });
   $('empty').hidden = !store.loaded || items.length > 0;
   $('load-more').hidden = !store.cursor;
-  const unread = items.filter((n) => !n.is_read).length;
+  const unread = counts ? counts.unread : items.filter((n) => !n.is_read).length;
+  $('mark-all-read').disabled = !items.some((n) => !n.is_read);
+  $('clear-all').disabled = items.length === 0;
   $('unread-count').textContent = unread ? `${unread} unread` : '';
   document.title = unread ? `(${unread}) NotiSync` : 'NotiSync';
 }
@@ -118,6 +122,7 @@ function teardown() {
   devices = [];
   listGeneration += 1;
   store.reset(null);
+  counts = null;
   clearNotifications($('notifications'));
   $('devices').replaceChildren();
 }
@@ -180,7 +185,32 @@ async function start() {
 
 // -- notifications -------------------------------------------------------------
 
+async function reloadCounts() {
+  const mine = epoch;
+  try {
+    const fresh = await fetchCounts();
+    if (mine === epoch) { counts = fresh; render(); }
+  } catch { /* the badge keeps its last value; the next change asks again */ }
+}
+
+const countsSoon = debounce(reloadCounts, 250);
+
+async function onAll(action) {
+  const label = store.category || 'all categories';
+  if (action === 'dismissed' && !window.confirm(`Clear every notification in ${label}?`)) return;
+  $('list-error').textContent = '';
+  try {
+    await actOnAll(action, { category: store.category, deviceId });
+    for (const n of store.visible()) { if (action === 'read') store.markRead(n.id); else store.dismiss(n.id); }
+    if (action === 'dismissed') await reloadList(); else render();
+  } catch (err) {
+    if (err.status !== 401) $('list-error').textContent = `Could not update the notifications: ${err.message}`;
+  }
+  countsSoon();
+}
+
 async function reloadList(category = store.category) {
+  countsSoon();
   const gen = ++listGeneration;
   store.reset(category);
   clearNotifications($('notifications'));
@@ -210,6 +240,7 @@ async function act(id, action) {
   render(); // optimistic: the server only ever moves flags forward, so it will agree
   try {
     await api.actOn(id, action, deviceId);
+    countsSoon();
   } catch (err) {
     if (err.status === 404) { store.dismiss(id); render(); return; } // gone (expired): drop it
     $('list-error').textContent = `Could not update “${previous ? labelOf(previous) : 'notification'}”: ${err.message}`;
@@ -236,10 +267,12 @@ function onFrame(frame) {
     case 'new_notification':
       store.upsert(data);
       render();
+      countsSoon();
       break;
     case 'notification_sync':
       store.applySync(data);
       render();
+      countsSoon();
       break;
     case 'device_status': {
       const known = devices.find((d) => d.id === data.device_id);
@@ -322,6 +355,8 @@ function boot() {
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
+  $('mark-all-read').addEventListener('click', () => onAll('read'));
+  $('clear-all').addEventListener('click', () => onAll('dismissed'));
   $('reregister').addEventListener('click', () => {
     localStorage.removeItem(deviceKey(api.currentSession().user.id));
     start();
