@@ -45,3 +45,39 @@ async def test_badge_counts_what_the_server_has_and_bulk_buttons(dash_node: Node
     await a.shot("30-cleared")
     a.assert_clean()
     b.assert_clean()
+
+
+async def test_search_and_history(dash_node: Node, browser: Browser) -> None:
+    email = new_email()
+    a = await open_tab(browser, dash_node, "A")
+    await auth(a, email, "Sign up")
+    phone, device = await phone_for(dash_node, email)
+    await phone.post("Invoice 4512 paid", device=device, app_name="Bank", body="thank you")
+    for start in range(0, 60, 20):  # push it off the first page
+        await asyncio.gather(*(phone.post(f"chatter {i}", device=device, app_name="Chat") for i in range(start, start + 20)))
+    await expect(a.page.locator("#notifications > li")).to_have_count(61)
+    await a.page.reload()
+    await a.connected()
+    await expect(a.page.locator("#notifications > li")).to_have_count(50)
+    await a.page.get_by_label("Search notifications").fill("invoice")
+    await expect(a.page.locator("#notifications > li")).to_have_count(1)  # found by the server, not the page
+    await expect(a.note("Invoice 4512 paid")).to_be_visible()
+    await phone.post("Unrelated", device=device)
+    await phone.post("Another invoice", device=device, app_name="Shop")
+    await expect(a.note("Another invoice")).to_be_visible()  # live items are searched too
+    await expect(a.page.locator("#notifications > li")).to_have_count(2)
+    await a.page.get_by_role("button", name="Dismiss: Invoice 4512 paid").click()
+    await expect(a.page.locator("#notifications > li")).to_have_count(1)
+    await a.page.get_by_label("Search notifications").fill("")
+    await expect(a.page.locator("#notifications > li")).to_have_count(50)
+
+    await a.page.get_by_role("button", name="Show dismissed notifications").click()
+    history = a.page.locator("#history > li")
+    await expect(history).to_have_count(1)
+    await expect(history.first).to_contain_text("Invoice 4512 paid")
+    await expect(a.page.locator("#notifications")).to_be_hidden()
+    await a.shot("31-history")
+    await a.page.get_by_role("button", name="Show dismissed notifications").click()
+    await expect(a.page.locator("#history")).to_be_hidden()
+    await expect(a.page.locator("#notifications > li")).to_have_count(50)
+    a.assert_clean()

@@ -5,6 +5,7 @@
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
 import { fetchCounts, actOnAll, debounce } from './bulk.js';
+import { History } from './history.js';
 import { NotificationStore } from './store.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
@@ -19,6 +20,7 @@ let listGeneration = 0; // a newer list request makes older answers irrelevant
 let startTimer = 0;
 let epoch = 0;          // bumped by teardown: work started for an older session stops
 let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
+let history = null;     // the dismissed-items view, while it is shown
 
 // -- views -------------------------------------------------------------------
 
@@ -44,8 +46,8 @@ function showApp() {
 function render() {
   const items = store.visible();
   renderNotifications($('notifications'), items, { onRead, onDismiss });
-  $('empty').hidden = !store.loaded || items.length > 0;
-  $('load-more').hidden = !store.cursor;
+  $('empty').hidden = Boolean(history) || !store.loaded || items.length > 0;
+  $('load-more').hidden = Boolean(history) || !store.cursor;
   const unread = counts ? counts.unread : items.filter((n) => !n.is_read).length;
   $('mark-all-read').disabled = !items.some((n) => !n.is_read);
   $('clear-all').disabled = items.length === 0;
@@ -122,6 +124,9 @@ function teardown() {
   devices = [];
   listGeneration += 1;
   store.reset(null);
+  store.q = '';
+  $('search').value = '';
+  if (history) toggleHistory();
   counts = null;
   clearNotifications($('notifications'));
   $('devices').replaceChildren();
@@ -223,7 +228,7 @@ async function loadPage(gen = listGeneration) {
   list.setAttribute('aria-busy', 'true');
   $('list-error').textContent = '';
   try {
-    const page = await api.listNotifications({ category: store.category, before: store.cursor });
+    const page = await api.listNotifications({ category: store.category, before: store.cursor, q: store.q });
     if (gen !== listGeneration) return;
     store.addPage(page);
   } catch (err) {
@@ -255,9 +260,45 @@ const onRead = (id) => act(id, 'read');
 const onDismiss = (id) => act(id, 'dismissed');
 
 function setFilter(button) {
-  document.querySelectorAll('.filter').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
+  document.querySelectorAll('.filter[data-category]').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
   reloadList(button.dataset.category || null);
+  if (history) showHistory();
 }
+
+function toggleHistory() {
+  const on = !history;
+  $('history-toggle').setAttribute('aria-pressed', String(on));
+  for (const id of ['notifications', 'mark-all-read', 'clear-all']) $(id).hidden = on;
+  $('history').hidden = !on;
+  if (on) {
+    $('empty').hidden = true;
+    $('load-more').hidden = true;
+    history = new History($('history'), $('history-more'));
+    showHistory();
+  } else {
+    history = null;
+    $('history').replaceChildren();
+    $('history-more').hidden = true;
+    render();
+  }
+}
+
+async function showHistory() {
+  $('list-error').textContent = '';
+  try {
+    await history.reload({ category: store.category, q: store.q });
+  } catch (err) {
+    if (err.status !== 401) $('list-error').textContent = `Could not load the history: ${err.message}`;
+  }
+}
+
+const searchSoon = debounce(() => {
+  const q = $('search').value.trim();
+  if (q === store.q) return;
+  store.q = q;
+  reloadList();
+  if (history) showHistory();
+}, 300);
 
 // -- stream --------------------------------------------------------------------
 
@@ -357,11 +398,14 @@ function boot() {
   $('load-more').addEventListener('click', () => loadPage());
   $('mark-all-read').addEventListener('click', () => onAll('read'));
   $('clear-all').addEventListener('click', () => onAll('dismissed'));
+  $('history-toggle').addEventListener('click', toggleHistory);
+  $('history-more').addEventListener('click', () => history && history.next().catch(() => {}));
+  $('search').addEventListener('input', searchSoon);
   $('reregister').addEventListener('click', () => {
     localStorage.removeItem(deviceKey(api.currentSession().user.id));
     start();
   });
-  document.querySelectorAll('.filter').forEach((b) => b.addEventListener('click', () => setFilter(b)));
+  document.querySelectorAll('.filter[data-category]').forEach((b) => b.addEventListener('click', () => setFilter(b)));
   // Background tabs have their timers throttled: check the token when we come back.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && api.currentSession()) api.scheduleRefresh();
