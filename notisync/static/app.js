@@ -191,6 +191,8 @@ async function start() {
 // -- notifications -------------------------------------------------------------
 
 async function reloadCounts() {
+  // Offline, a fetch can only fail (and log); coming back online asks again.
+  if (!navigator.onLine || !api.currentSession()) return;
   const mine = epoch;
   try {
     const fresh = await fetchCounts();
@@ -334,7 +336,7 @@ function onState(state) {
   showDevices();
   // Presence may have changed while we were away. (Once revoked, this tab's
   // session has ended too: a REST call now would only send it to the login form.)
-  if (state === 'connected') refreshDevices();
+  if (state === 'connected') { refreshDevices(); countsSoon(); }
   if (state === 'revoked') {
     $('banner-text').textContent = 'This browser was removed from your devices, so it no longer receives notifications.';
     $('banner').hidden = false;
