@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from playwright.async_api import Browser, expect
 
-from tests.harness import Node
+from tests.harness import Node, call
 from tests.test_dashboard import auth, browser, dash_node, new_email, open_tab, phone_for  # noqa: F401 (fixtures)
 
 
@@ -80,4 +81,38 @@ async def test_search_and_history(dash_node: Node, browser: Browser) -> None:
     await a.page.get_by_role("button", name="Show dismissed notifications").click()
     await expect(a.page.locator("#history")).to_be_hidden()
     await expect(a.page.locator("#notifications > li")).to_have_count(50)
+    a.assert_clean()
+
+
+async def test_a_devices_api_keys_panel(dash_node: Node, browser: Browser) -> None:
+    email = new_email()
+    a = await open_tab(browser, dash_node, "A")
+    await auth(a, email, "Sign up")
+    phone, device = await phone_for(dash_node, email)
+    await a.page.reload()
+    await a.connected()
+    await a.page.get_by_role("button", name="API keys of device: Pixel").click()
+    panel = a.page.locator("#keys-panel")
+    await expect(panel).to_be_visible()
+    await expect(a.page.locator("#keys-empty")).to_be_visible()
+    await a.page.get_by_label("Key name").fill("Tasker")
+    await a.page.get_by_role("button", name="Create API key").click()
+    shown = a.page.locator("#new-key")
+    await expect(shown).to_have_text(re.compile(r"^nsk_"))
+    key = await shown.text_content()
+    rows = a.page.locator("#keys-list > li")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("Tasker")
+    await expect(rows.first).to_contain_text("never used")
+    r = await call(dash_node, "POST", "/api/v1/notifications", {"app_name": "Tasker", "title": "from the key"}, token=key)
+    assert r.status == 201 and r.body["source_device_id"] == device, r.body
+    await expect(a.note("from the key")).to_be_visible()
+    await a.shot("32-api-keys")
+    a.page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await a.page.get_by_role("button", name="Revoke key: Tasker").click()
+    await expect(rows).to_have_count(0)
+    assert (await call(dash_node, "GET", "/api/v1/devices", token=key)).status == 401
+    await a.page.get_by_role("button", name="Close API keys").click()
+    await expect(panel).to_be_hidden()
+    await expect(shown).to_have_text("")  # the key leaves the page with the panel
     a.assert_clean()

@@ -6,6 +6,7 @@ import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
 import { fetchCounts, actOnAll, debounce } from './bulk.js';
 import { History } from './history.js';
+import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
@@ -21,6 +22,7 @@ let startTimer = 0;
 let epoch = 0;          // bumped by teardown: work started for an older session stops
 let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
 let history = null;     // the dismissed-items view, while it is shown
+let keysPanel = null;   // a device's API keys (keys.js)
 
 // -- views -------------------------------------------------------------------
 
@@ -60,7 +62,7 @@ function showDevices() {
   // not be registered yet when we list: our socket state is the truth.
   const online = stream && stream.state === 'connected';
   const shown = devices.map((d) => (d.id === deviceId ? { ...d, status: online ? 'online' : 'offline' } : d));
-  renderDevices($('devices'), shown, deviceId, { onRename, onRevoke });
+  renderDevices($('devices'), shown, deviceId, { onRename, onRevoke, onKeys: (d) => keysPanel.open(d) });
 }
 
 // -- auth --------------------------------------------------------------------
@@ -127,6 +129,7 @@ function teardown() {
   store.q = '';
   $('search').value = '';
   if (history) toggleHistory();
+  if (keysPanel) keysPanel.close();
   counts = null;
   clearNotifications($('notifications'));
   $('devices').replaceChildren();
@@ -385,6 +388,7 @@ async function onRevoke(device) {
   try {
     await api.revokeDevice(device.id);
     devices = devices.filter((d) => d.id !== device.id);
+    if (keysPanel.device && keysPanel.device.id === device.id) keysPanel.close();
   } catch (err) {
     if (err.status !== 404) $('devices-error').textContent = `Could not revoke “${device.device_name}”: ${err.message}`;
   }
@@ -394,6 +398,7 @@ async function onRevoke(device) {
 // -- boot --------------------------------------------------------------------------
 
 function boot() {
+  keysPanel = new KeysPanel($('keys-panel'));
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
