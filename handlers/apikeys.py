@@ -11,7 +11,7 @@ class ApiKeysHandler(BaseHandler):
 
     async def post(self, device_id: str) -> None:
         # The body is optional: {"name": …} only labels the key.
-        data = schemas.load(schemas.API_KEY_CREATE, self.json_body() if self._body else {})
+        data = schemas.load(schemas.API_KEY_CREATE, self.json_body() if self._body or self._too_large else {})
         created = await self.services.api_keys.create(self.user_id, device_id, data.get("name"))
         self.respond(201, created, location=f"/api/v1/devices/{device_id}/api-keys/{created['id']}")
 

@@ -170,3 +170,11 @@ async def test_logging_out_everywhere_ends_keys_too(node) -> None:
     fresh = await call(node, "POST", f"{API}/auth/login", {"email": user.email, "password": user.password})
     r = await call(node, "GET", f"{API}/devices/{phone}/api-keys", token=fresh.body["access_token"])
     assert r.status == 200 and r.body == {"api_keys": []}  # an ended key is not listed as if it worked
+
+
+async def test_a_key_request_over_the_body_limit_is_413_not_a_new_key(node) -> None:
+    user = await new_user(node)
+    phone = await user.device("mobile")
+    r = await user.call("POST", f"{API}/devices/{phone}/api-keys", raw=b'{"name": "' + b"x" * 70_000 + b'"}')
+    assert_error(r, 413)
+    assert (await user.call("GET", f"{API}/devices/{phone}/api-keys")).body == {"api_keys": []}

@@ -37,6 +37,7 @@ MAX_PER_DEVICE = 10
 TOUCH_SECONDS = 60.0  # last_used_at is written at most this often per key and node
 REDIS_TTL = 30 * 24 * 3600  # the shared hash -> owner cache; the store has the last word
 CACHE_LIMIT = 100_000
+UNKNOWN_SECONDS = 60.0  # a hash no key has: a random key is never created later, so any time is safe
 
 
 def hash_key(key: str) -> str:
@@ -57,6 +58,7 @@ class ApiKeyService:
         self.devices = devices
         self._owners: dict[str, tuple[str, str, str]] = {}  # key hash -> (user, key id = session id, device)
         self._touched: dict[str, float] = {}  # key id -> when this node may write last_used_at again
+        self._unknown: dict[str, float] = {}  # hash -> until when it is refused without a lookup
 
     async def create(self, user_id: str, device_id: str, name: str | None) -> dict[str, Any]:
         """A new key for a live device of the user: the only time the key itself is shown."""
@@ -103,7 +105,16 @@ class ApiKeyService:
         digest = hash_key(key)
         owner = self._owners.get(digest)
         if owner is None:
-            owner = await self._look_up(digest)
+            now = time.monotonic()
+            if self._unknown.get(digest, 0.0) > now:  # guessing keys costs no Redis or store read
+                raise Unauthorized("unknown or revoked API key", code="invalid_token")
+            try:
+                owner = await self._look_up(digest)
+            except Unauthorized:
+                if len(self._unknown) >= CACHE_LIMIT:
+                    self._unknown = {k: v for k, v in self._unknown.items() if v > now}
+                self._unknown[digest] = now + UNKNOWN_SECONDS
+                raise
             if len(self._owners) >= CACHE_LIMIT:
                 self._owners.clear()
             self._owners[digest] = owner
