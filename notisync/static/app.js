@@ -5,7 +5,7 @@
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
 import { fetchCounts, actOnAll, debounce } from './bulk.js';
-import { History } from './history.js';
+import { HistoryView } from './history.js';
 import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
@@ -21,7 +21,7 @@ let listGeneration = 0; // a newer list request makes older answers irrelevant
 let startTimer = 0;
 let epoch = 0;          // bumped by teardown: work started for an older session stops
 let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
-let history = null;     // the dismissed-items view, while it is shown
+let historyView = null;    // the History toggle and its dismissed-items view (history.js)
 let keysPanel = null;   // a device's API keys (keys.js)
 
 // -- views -------------------------------------------------------------------
@@ -48,8 +48,8 @@ function showApp() {
 function render() {
   const items = store.visible();
   renderNotifications($('notifications'), items, { onRead, onDismiss });
-  $('empty').hidden = Boolean(history) || !store.loaded || items.length > 0;
-  $('load-more').hidden = Boolean(history) || !store.cursor;
+  $('empty').hidden = historyView.active || !store.loaded || items.length > 0;
+  $('load-more').hidden = historyView.active || !store.cursor;
   const unread = counts ? counts.unread : items.filter((n) => !n.is_read).length;
   $('mark-all-read').disabled = !items.some((n) => !n.is_read);
   $('clear-all').disabled = items.length === 0;
@@ -128,8 +128,8 @@ function teardown() {
   store.reset(null);
   store.q = '';
   $('search').value = '';
-  if (history) toggleHistory();
-  if (keysPanel) keysPanel.close();
+  historyView.off();
+  keysPanel.close();
   counts = null;
   clearNotifications($('notifications'));
   $('devices').replaceChildren();
@@ -267,34 +267,7 @@ const onDismiss = (id) => act(id, 'dismissed');
 function setFilter(button) {
   document.querySelectorAll('.filter[data-category]').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
   reloadList(button.dataset.category || null);
-  if (history) showHistory();
-}
-
-function toggleHistory() {
-  const on = !history;
-  $('history-toggle').setAttribute('aria-pressed', String(on));
-  for (const id of ['notifications', 'mark-all-read', 'clear-all']) $(id).hidden = on;
-  $('history').hidden = !on;
-  if (on) {
-    $('empty').hidden = true;
-    $('load-more').hidden = true;
-    history = new History($('history'), $('history-more'));
-    showHistory();
-  } else {
-    history = null;
-    $('history').replaceChildren();
-    $('history-more').hidden = true;
-    render();
-  }
-}
-
-async function showHistory() {
-  $('list-error').textContent = '';
-  try {
-    await history.reload({ category: store.category, q: store.q });
-  } catch (err) {
-    if (err.status !== 401) $('list-error').textContent = `Could not load the history: ${err.message}`;
-  }
+  historyView.refresh();
 }
 
 const searchSoon = debounce(() => {
@@ -302,7 +275,7 @@ const searchSoon = debounce(() => {
   if (q === store.q) return;
   store.q = q;
   reloadList();
-  if (history) showHistory();
+  historyView.refresh();
 }, 300);
 
 // -- stream --------------------------------------------------------------------
@@ -399,14 +372,17 @@ async function onRevoke(device) {
 
 function boot() {
   keysPanel = new KeysPanel($('keys-panel'));
+  historyView = new HistoryView({
+    filters: () => ({ category: store.category, q: store.q }),
+    render,
+    showError: (text) => { $('list-error').textContent = text; },
+  });
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
   $('mark-all-read').addEventListener('click', () => onAll('read'));
   $('clear-all').addEventListener('click', () => onAll('dismissed'));
-  $('history-toggle').addEventListener('click', toggleHistory);
-  $('history-more').addEventListener('click', () => history && history.next().catch(() => {}));
   $('search').addEventListener('input', searchSoon);
   $('reregister').addEventListener('click', () => {
     localStorage.removeItem(deviceKey(api.currentSession().user.id));

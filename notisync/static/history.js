@@ -69,3 +69,53 @@ export class History {
     this.more.hidden = !this.cursor;
   }
 }
+
+/**
+ * The "History" toggle: swaps the live list for the dismissed one. ``filters``
+ * gives the current {category, q}; ``render`` redraws the live list.
+ */
+export class HistoryView {
+  constructor({ filters, render, showError }) {
+    this.filters = filters;
+    this.render = render;
+    this.showError = showError;
+    this.history = null;
+    const $ = (id) => document.getElementById(id);
+    this.$ = $;
+    $('history-toggle').addEventListener('click', () => this.toggle());
+    $('history-more').addEventListener('click', () => this.history && this.history.next().catch(() => {}));
+  }
+
+  get active() { return this.history !== null; }
+
+  toggle() {
+    const $ = this.$;
+    const on = !this.history;
+    $('history-toggle').setAttribute('aria-pressed', String(on));
+    for (const id of ['notifications', 'mark-all-read', 'clear-all']) $(id).hidden = on;
+    $('history').hidden = !on;
+    if (on) {
+      $('empty').hidden = true;
+      $('load-more').hidden = true;
+      this.history = new History($('history'), $('history-more'));
+      this.refresh();
+    } else {
+      this.history = null;
+      $('history').replaceChildren();
+      $('history-more').hidden = true;
+      this.render();
+    }
+  }
+
+  off() { if (this.history) this.toggle(); }
+
+  async refresh() {
+    if (!this.history) return;
+    this.showError('');
+    try {
+      await this.history.reload(this.filters());
+    } catch (err) {
+      if (err.status !== 401) this.showError(`Could not load the history: ${err.message}`);
+    }
+  }
+}
