@@ -6,6 +6,7 @@ SPEC's 400 shape with per-field messages.
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -15,6 +16,8 @@ from notisync.errors import ValidationFailed
 CATEGORIES = ("Work", "Personal", "Junk")
 DEVICE_TYPES = ("mobile", "web", "desktop")
 ACTIONS = ("read", "dismissed", "clicked")
+BULK_ACTIONS = ("read", "dismissed")
+MAX_BULK_IDS = 500
 MAX_PAGE = 200
 
 
@@ -97,6 +100,10 @@ def _unique_action_ids(actions: list[dict[str, Any]]) -> None:
         raise ValidationError("action ids must be unique")
 
 
+class ApiKeyCreateSchema(_Base):
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=100))
+
+
 class NotificationCreateSchema(_Base):
     app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
@@ -116,6 +123,35 @@ class NotificationCreateSchema(_Base):
 class ActionSchema(_Base):
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
     device_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class BulkActionSchema(_Base):
+    """``POST /notifications/actions``: ids, or a filter, or both (every given part must hold)."""
+
+    action = fields.String(required=True, validate=validate.OneOf(BULK_ACTIONS))
+    ids = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                      validate=validate.Length(min=1, max=MAX_BULK_IDS))
+    app_name = fields.String(validate=validate.Length(min=1, max=200))
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    # The phone's own key of one notification (posted by the acting device, when there is one):
+    # an automation app can dismiss what it posted without having kept the server's id.
+    source_key = fields.String(validate=validate.Length(min=1, max=512))
+    # Explicitly every live notification ("mark all read", "clear all"): never implied by an empty body.
+    all = fields.Boolean(validate=validate.Equal(True))
+    # Notifications created strictly before this time; a time without a zone is UTC.
+    before = fields.AwareDateTime(default_timezone=dt.timezone.utc)
+    device_id = fields.UUID(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _something_selected(self, data: dict[str, Any], **_: Any) -> None:
+        if not any(k in data for k in ("ids", "app_name", "category", "before", "source_key", "all")):
+            raise ValidationError("give ids, a filter (app_name, category, before, source_key) or all: true",
+                                  "_schema")
+        try:  # stores compare in UTC; 0001-01-01T00:00+14:00 has no UTC value
+            if "before" in data:
+                data["before"].astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise ValidationError("Not a time that exists in UTC.", "before") from None
 
 
 class WsActionSchema(_Base):
@@ -207,8 +243,10 @@ PASSWORD_CHANGE = PasswordChangeSchema()
 ACCOUNT_DELETE = AccountDeleteSchema()
 DEVICE_CREATE = DeviceCreateSchema()
 DEVICE_UPDATE = DeviceUpdateSchema()
+API_KEY_CREATE = ApiKeyCreateSchema()
 NOTIFICATION_CREATE = NotificationCreateSchema()
 ACTION = ActionSchema()
+BULK_ACTION = BulkActionSchema()
 WS_ACTION = WsActionSchema()
 WS_STREAM_ACK = WsStreamAckSchema()
 WS_REAUTH = WsReauthSchema()

@@ -56,3 +56,13 @@ def invoked_view(notification_id: str, action_id: str, reply_text: str | None, d
     if reply_text is not None:
         data["reply_text"] = reply_text
     return data
+
+
+def api_key_view(k: Record) -> dict[str, Any]:
+    """A device API key as listed: never the key, which only its creation shows."""
+    return {
+        "id": k["id"],
+        "name": k.get("name"),
+        "created_at": iso(k["created_at"]),
+        "last_used_at": iso(k.get("last_used_at")),
+    }

@@ -68,6 +68,20 @@ class NotificationQuery:
     q: str | None = None
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The notifications a bulk action covers: one user's live ones that
+    match every given part (``ids`` and/or the filters)."""
+
+    user_id: str
+    ids: tuple[str, ...] | None = None
+    app_name: str | None = None
+    category: str | None = None
+    before: dt.datetime | None = None  # created strictly before this time
+    source_key: str | None = None  # the phone's own key (with source_device_id, when given)
+    source_device_id: str | None = None
+
+
 class DocumentStore(HubStore, abc.ABC):
     """Durable records. Every method is a coroutine and safe to call concurrently."""
 
@@ -253,3 +267,40 @@ class DocumentStore(HubStore, abc.ABC):
     @abc.abstractmethod
     async def purge_expired(self, now: dt.datetime) -> int:
         """Delete notifications whose expires_at <= now; return how many."""
+
+    # -- device API keys (SPEC "Phones, bulk actions, counts") ----------------
+    @abc.abstractmethod
+    async def create_api_key(self, key: Record) -> None:
+        """Insert ``{id, user_id, device_id, name, key_hash, created_at, last_used_at}``.
+
+        ``key_hash`` is unique (``DuplicateKey``); the key itself is never stored.
+        """
+
+    @abc.abstractmethod
+    async def get_api_key(self, key_hash: str) -> Record | None:
+        """The key with this hash, or None."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self, user_id: str, device_id: str) -> list[Record]:
+        """The device's keys (of that user only), oldest first."""
+
+    @abc.abstractmethod
+    async def delete_api_key(self, user_id: str, device_id: str, key_id: str) -> bool:
+        """Remove one of the user's device's keys; False if there is no such key."""
+
+    @abc.abstractmethod
+    async def touch_api_key(self, key_id: str, now: dt.datetime) -> None:
+        """Set last_used_at (missing ids are ignored)."""
+
+    # -- counts and bulk actions ------------------------------------------------
+    @abc.abstractmethod
+    async def count_notifications(self, user_id: str) -> Record:
+        """Over the user's live, undismissed notifications: ``{total, unread,
+        by_category: {category: total}, by_app: {app_name: unread}}``."""
+
+    @abc.abstractmethod
+    async def set_flags_where(self, selection: Selection, flags: Record, now: dt.datetime) -> list[Record]:
+        """Turn the given flags on (and updated_at to ``now``) for every
+        selected notification that does not have all of them yet; return
+        those records after the change. The rest are left as they are, so a
+        notification changed here was changed by this call alone."""

@@ -59,3 +59,7 @@ class Keys:
     def post_rate(self, user_id: str) -> str:
         """The user's post-rate state (GCRA: when the bucket is next empty, ms); expires when idle."""
         return f"{self.prefix}:rl:post:{user_id}"
+
+    def api_key(self, key_hash: str) -> str:
+        """A device API key's owner, "user|key id|device" (a cache of the store's record)."""
+        return f"{self.prefix}:ak:{key_hash}"

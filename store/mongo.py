@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from store.errors import DuplicateKey
 from store.mongo_hub import MongoHubMixin
+from store.mongo_phone import MongoPhone
 from store.documents import CONTENT_FIELDS, DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
 
 DEFAULT_DB = "notisync"
@@ -71,7 +72,7 @@ def to_doc(record: Record) -> dict[str, Any]:
     return doc
 
 
-class MongoStore(MongoHubMixin, DocumentStore):
+class MongoStore(MongoHubMixin, MongoPhone, DocumentStore):
     """Takes ownership of ``client``: ``close()`` closes it."""
 
     backend = "mongodb"
@@ -101,6 +102,7 @@ class MongoStore(MongoHubMixin, DocumentStore):
         await self.refresh_tokens.create_index("expires_at", expireAfterSeconds=0)
         await self.devices.create_index("user_id")
         await self.sessions.create_index("user_id")
+        await self._open_phone()
         await self.notifications.create_index(
             [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
         )
@@ -187,6 +189,7 @@ class MongoStore(MongoHubMixin, DocumentStore):
         await self.refresh_tokens.delete_many({"user_id": user_id})
         await self.sessions.delete_many({"user_id": user_id})
         await self._delete_hub(user_id)
+        await self.api_keys.delete_many({"user_id": user_id})
         await self.users.delete_one({"_id": user_id})
         return devices
 

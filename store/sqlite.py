@@ -22,6 +22,7 @@ from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, Notification
 from store.sqlite_batch import GroupWriter
 from store.sqlite_hub import SQLiteHubMixin
 from store.sqlite_content import ContentUpdates
+from store.sqlite_phone import PhoneRows
 from store.sqlite_schema import SCHEMA, migrate
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
@@ -48,7 +49,7 @@ T = TypeVar("T")
 CLEAR_CHUNK = 500
 
 
-class SQLiteStore(SQLiteHubMixin, ContentUpdates, DocumentStore):
+class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
     backend = "sqlite"
 
     def __init__(self, path: str) -> None:
@@ -198,8 +199,8 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, DocumentStore):
     async def delete_user(self, user_id: str) -> list[str]:
         def delete(conn: sqlite3.Connection) -> list[str]:
             devices = [row[0] for row in conn.execute("SELECT id FROM devices WHERE user_id = ?", (user_id,))]
-            for table in ("notifications", "devices", "refresh_tokens", "sessions", "rules", "device_prefs",
-                          "digest_schedules"):
+            for table in ("notifications", "devices", "refresh_tokens", "sessions", "api_keys", "rules",
+                          "device_prefs", "digest_schedules"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
             return devices

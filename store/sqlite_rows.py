@@ -30,7 +30,7 @@ CONTENT_COLS = ("title", "body", "category", "priority", "actions")
 # reads back exactly as it was written).
 OPTIONAL_COLS = frozenset({"actions", "version"})
 DATETIME_COLS = frozenset(
-    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at"}
+    {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at", "last_used_at"}
 )
 BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending", "silent"})
 JSON_COLS = frozenset({"actions", "route"})

@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at TEXT NOT NULL, ended_at TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+-- Device API keys: only a hash of each key; id is also the key's session id.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT NOT NULL, name TEXT,
+    key_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, last_used_at TEXT
+);
+CREATE INDEX IF NOT EXISTS api_keys_device ON api_keys (user_id, device_id);
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
     source_device_id TEXT, source_key TEXT, dedupe_key TEXT,

@@ -198,6 +198,7 @@ async def test_expired_access_token_is_refreshed_once(node, cli, user):
     watch = await cli.watch("--json")
     phone = await user.device("mobile")
     posted = await user.post("live", device=phone)
+    assert (await watch.frame())["data"]["id"] == sent  # send posts as its own device: watch shows it
     assert (await watch.frame())["data"]["id"] == posted["id"]
     assert await watch.stop() == 0
     assert cli.session()["access_token"] != expired
@@ -214,7 +215,8 @@ async def test_send_prints_only_an_id_that_rest_returns(cli, user):
     assert UUID_RE.match(r.out.strip()) and r.out.count("\n") == 1, r.out
     n = await rest_notification(user, r.out.strip())
     assert (n["app_name"], n["title"], n["body"], n["category"], n["priority"]) == ("Build", "CI", "green", "Work", 2)
-    assert n["source_device_id"] == cli.session()["device_id"]
+    # posted as send's own device (so a watch of the CLI's device shows it), with a key
+    assert n["source_device_id"] == cli.session()["sender"]["device_id"] != cli.session()["device_id"]
     assert "priority" in (await cli.run("send", "--app", "A", "--title", "T", "--priority", "99")).one_line_error()
 
 
@@ -242,10 +244,10 @@ async def test_list_follows_next_cursor_past_one_page(cli, user):
 
 async def test_read_and_dismiss_change_state_over_rest(cli, user):
     nid = (await user.post("to act on"))["id"]
-    (await cli.run("read", nid)).ok()
+    assert (await cli.run("read", nid)).ok().out == "marked read: Slack: to act on\n"
     n = await rest_notification(user, nid)
     assert n["is_read"] and not n["is_dismissed"]
-    (await cli.run("dismiss", nid)).ok()
+    assert (await cli.run("dismiss", nid)).ok().out == "dismissed: Slack: to act on\n"
     assert (await rest_notification(user, nid))["is_dismissed"]
 
 
@@ -307,7 +309,7 @@ async def test_watch_shows_syncs_and_device_status_and_stops_on_sigterm(cli, use
     for action, word in (("read", "read"), ("dismissed", "dismissed")):
         r = await user.call("PUT", f"/api/v1/notifications/{nid}/action", {"action": action, "device_id": phone})
         assert r.status == 200, r.body
-        assert (await watch.line()).endswith(f" {word} {nid}")
+        assert (await watch.line()).endswith(f" {word} CI: Build — passed on main ({nid})")
     socket = await ws_connect(user.node, user.token, phone)
     assert (await watch.line()).endswith("device Pixel online")
     socket.close()
@@ -324,6 +326,8 @@ async def test_watch_refetches_over_rest_after_sync_required(cli, user):
         json.dump({device_id: {"last_id": "not-an-id"}}, f)  # history the server cannot have
     watch = await cli.watch("--json")
     assert (await watch.frame())["type"] == "sync_required"
+    own = await watch.frame()  # send posts as a device of its own, so watch shows it too
+    assert (own["data"]["title"], own.get("refetched")) == ("from the CLI itself", True)
     refetched = await watch.frame()
     assert (refetched["data"]["id"], refetched.get("refetched")) == (missed["id"], True)
     live = await user.post("live", device=phone)
@@ -411,3 +415,69 @@ async def test_list_and_watch_strip_terminal_escapes_from_notification_text(cli,
     # --json keeps the exact text, escaped.
     assert json.loads(as_json.splitlines()[0])["title"] == title and nid in as_json
     await watch.stop()
+
+
+# -- issue 17: send + watch, --server anywhere, logout/whoami, API keys ---------------------
+
+async def test_send_in_one_terminal_shows_in_watch_in_another(cli, user):
+    watch = await cli.watch()
+    nid = (await cli.run("send", "--app", "Shell", "--title", "hello from send")).ok().out.strip()
+    assert (await watch.line()).endswith("Shell: hello from send")
+    (await cli.run("read", nid)).ok()  # read by the CLI's own device: its watch is not told
+    sender_device = cli.session()["sender"]["device_id"]
+    r = await user.call("PUT", f"/api/v1/notifications/{nid}/action", {"action": "dismissed", "device_id": sender_device})
+    assert r.status == 200, r.body
+    line = await watch.line()
+    assert line.endswith(f"dismissed Shell: hello from send ({nid})"), line
+    assert await watch.stop() == 0
+    # send's key survives a revoked key: a new one is made
+    sender = cli.session()["sender"]
+    r = await user.call("DELETE", f"/api/v1/devices/{sender['device_id']}/api-keys/{sender['key_id']}")
+    assert r.status == 204
+    (await cli.run("send", "--app", "Shell", "--title", "again")).ok()
+    assert cli.session()["sender"]["key_id"] != sender["key_id"]
+
+
+async def test_server_after_the_subcommand_whoami_and_logout(node, cli, user):
+    env = cli.env()
+    argv = [sys.executable, "-m", "notisync", "whoami", "--server", node.base]
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    device = cli.session()["device_id"]
+    assert out.decode().startswith(f"{user.email} ({user.id}) on {node.base}; this device: ")
+    assert out.decode().strip().endswith(f"({device})")
+    wrong = [sys.executable, "-m", "notisync", "--server", node.base, "list", "--server", f"http://127.0.0.1:{free_port()}"]
+    proc = await asyncio.create_subprocess_exec(*wrong, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode != 0 and "logged in to" in err.decode()  # the later --server is the one used
+    (await cli.run("send", "--app", "A", "--title", "t")).ok()
+    token, sender = cli.session()["access_token"], cli.session()["sender"]
+    assert (await cli.run("logout")).ok().out.strip() == f"logged out of {node.base}"
+    assert (await call(node, "GET", "/api/v1/devices", token=token)).status == 401
+    assert (await call(node, "GET", "/api/v1/devices", token=sender["key"])).status == 401
+    assert "access_token" not in cli.session()
+    assert "not logged in" in (await cli.run("whoami")).one_line_error()
+    assert (await cli.run("logout")).ok().out.strip() == "not logged in"
+
+
+async def test_api_key_create_list_revoke(cli, user):
+    key = (await cli.run("api-key", "create", "--new-device", "Pixel 8", "--name", "Tasker")).ok()
+    assert key.out.startswith("nsk_") and key.out.count("\n") == 1 and "not shown again" in key.err
+    r = await call(user.node, "POST", "/api/v1/notifications", {"app_name": "Tasker", "title": "via key"},
+                   token=key.out.strip())
+    assert r.status == 201, r.body
+    lines = (await cli.run("api-key", "list")).ok().out.splitlines()
+    assert len(lines) == 1 and "Pixel 8  Tasker" in lines[0] and "never used" not in lines[0]
+    key_id = lines[0].split()[0]
+    phone = r.body["source_device_id"]
+    assert (await cli.run("api-key", "list", "--device", phone)).ok().out.splitlines() == lines
+    assert (await cli.run("api-key", "revoke", key_id)).ok().out.strip() == f"revoked API key {key_id}"
+    assert (await call(user.node, "GET", "/api/v1/devices", token=key.out.strip())).status == 401
+    assert (await cli.run("api-key", "list")).ok().out == ""
+    assert "not found" in (await cli.run("api-key", "revoke", key_id)).one_line_error()
+    second = (await cli.run("api-key", "create", "--device", phone)).ok().out.strip()
+    assert second.startswith("nsk_")
+    assert "argument" in (await cli.run("api-key", "create")).one_line_error()

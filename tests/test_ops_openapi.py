@@ -44,7 +44,7 @@ async def test_document_is_valid_openapi_31_and_covers_every_route(node: Node) -
     # The bearer scheme, applied by default and lifted where no token is needed.
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "access_token from POST /api/v1/auth/login"}
+        "description": "access_token from POST /api/v1/auth/login, or a device API key (nsk_…)"}
     assert doc["security"] == [{"bearerAuth": []}]
     assert doc["paths"]["/api/v1/auth/login"]["post"]["security"] == []
     assert "security" not in doc["paths"]["/api/v1/devices"]["get"]

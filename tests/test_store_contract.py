@@ -539,3 +539,100 @@ async def test_mongo_from_url_takes_db_name_from_path() -> None:
     finally:
         await named.close()
         await default.close()
+
+
+# -- device API keys, counts, bulk actions (SPEC "Phones, bulk actions, counts") -------------
+def api_key(user_id: str, device_id: str, **over: Any) -> Record:
+    k = {"id": uuid.uuid4().hex, "user_id": user_id, "device_id": device_id, "name": "Tasker",
+         "key_hash": uuid.uuid4().hex, "created_at": utcnow(), "last_used_at": None}
+    return {**k, **over}
+
+
+async def test_api_keys_round_trip_list_touch_and_delete(store: DocumentStore) -> None:
+    t0 = utcnow()
+    first = api_key("u1", "d1", created_at=t0)
+    second = api_key("u1", "d1", created_at=t0 + MS, name=None)
+    other_device, other_user = api_key("u1", "d2"), api_key("u2", "d1")
+    for k in (second, first, other_device, other_user):
+        await store.create_api_key(k)
+    assert await store.get_api_key(first["key_hash"]) == first
+    assert await store.get_api_key("no-such-hash") is None
+    assert [k["id"] for k in await store.list_api_keys("u1", "d1")] == [first["id"], second["id"]]
+    assert await store.list_api_keys("u2", "d2") == []
+    used = t0 + 5 * MS
+    await store.touch_api_key(second["id"], used)
+    await store.touch_api_key("missing", used)
+    assert (await store.get_api_key(second["key_hash"]))["last_used_at"] == used
+    # another user's or another device's key is not deleted
+    assert await store.delete_api_key("u2", "d1", first["id"]) is False
+    assert await store.delete_api_key("u1", "d2", first["id"]) is False
+    assert await store.delete_api_key("u1", "d1", first["id"]) is True
+    assert await store.delete_api_key("u1", "d1", first["id"]) is False
+    assert await store.get_api_key(first["key_hash"]) is None
+    assert [k["id"] for k in await store.list_api_keys("u1", "d1")] == [second["id"]]
+
+
+async def test_api_key_hash_is_unique_and_deleted_with_its_user(store: DocumentStore) -> None:
+    user = await add_user(store)
+    k = api_key(user["id"], "d1")
+    await store.create_api_key(k)
+    with pytest.raises(DuplicateKey):
+        await store.create_api_key(api_key(user["id"], "d1", key_hash=k["key_hash"]))
+    await store.delete_user(user["id"])
+    assert await store.get_api_key(k["key_hash"]) is None
+
+
+async def test_counts_cover_live_undismissed_notifications(store: DocumentStore) -> None:
+    rows = [
+        note("u1", app_name="Mail", category="Work"),
+        note("u1", app_name="Mail", category="Work", is_read=True),
+        note("u1", app_name="Chat", category="Personal"),
+        note("u1", app_name="Chat", category="Personal", is_dismissed=True),  # not counted
+        note("u1", app_name="Ads", category="Junk", expires_at=utcnow() - MS),  # expired: not counted
+        note("u2", app_name="Mail"),  # someone else's
+    ]
+    for n in rows:
+        await store.create_notification(n)
+    assert await store.count_notifications("u1") == {
+        "total": 3, "unread": 2, "by_category": {"Work": 2, "Personal": 1}, "by_app": {"Mail": 1, "Chat": 1},
+    }
+    assert await store.count_notifications("u3") == {"total": 0, "unread": 0, "by_category": {}, "by_app": {}}
+
+
+async def test_set_flags_where_returns_only_what_it_changed(store: DocumentStore) -> None:
+    from store.documents import Selection
+
+    t0 = utcnow()
+    old_mail = note("u1", app_name="Mail", created_at=t0 - DAY)
+    new_mail = note("u1", app_name="Mail", created_at=t0)
+    read_mail = note("u1", app_name="Mail", is_read=True, created_at=t0)
+    chat = note("u1", app_name="Chat", category="Work", created_at=t0)
+    theirs = note("u2", app_name="Mail", created_at=t0)
+    for n in (old_mail, new_mail, read_mail, chat, theirs):
+        await store.create_notification(n)
+    t1 = t0 + MS
+    changed = await store.set_flags_where(Selection("u1", app_name="Mail", before=t0), {"is_read": True}, t1)
+    assert changed == [{**old_mail, "is_read": True, "updated_at": t1}]
+    changed = await store.set_flags_where(Selection("u1", app_name="Mail"), {"is_read": True}, t1)
+    assert [n["id"] for n in changed] == [new_mail["id"]]  # the read ones are left alone
+    assert await store.set_flags_where(Selection("u1", app_name="Mail"), {"is_read": True}, t1) == []
+    ids = (chat["id"], theirs["id"], new_id())  # another user's id and an unknown one: skipped
+    changed = await store.set_flags_where(Selection("u1", ids=ids), {"is_dismissed": True}, t1)
+    assert changed == [{**chat, "is_dismissed": True, "updated_at": t1}]
+    assert await store.set_flags_where(Selection("u1", ids=()), {"is_read": True}, t1) == []
+    changed = await store.set_flags_where(Selection("u1", category="Work"), {"is_read": True}, t1)
+    assert [n["id"] for n in changed] == [chat["id"]]
+    keyed = note("u1", source_device_id="d1", source_key="0|com.whatsapp|1|null|10134")
+    await store.create_notification(keyed)
+    assert await store.set_flags_where(
+        Selection("u1", source_key=keyed["source_key"], source_device_id="d2"), {"is_dismissed": True}, t1) == []
+    changed = await store.set_flags_where(
+        Selection("u1", source_key=keyed["source_key"], source_device_id="d1"), {"is_dismissed": True}, t1)
+    assert [n["id"] for n in changed] == [keyed["id"]]
+    assert await store.get_notification("u2", theirs["id"]) == theirs
+    many = [note("u1", app_name="Bulk") for _ in range(600)]
+    for n in many:
+        await store.create_notification(n)
+    changed = await store.set_flags_where(
+        Selection("u1", ids=tuple(n["id"] for n in many)), {"is_read": True}, t1)
+    assert len(changed) == 600

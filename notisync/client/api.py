@@ -22,6 +22,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.websocket import WebSocketClientConnection, WebSocketError, websocket_connect
 
 from notisync.client.config import DEVICES, SESSION, WATCH, ClientError, ConfigDir, Json
+from notisync.client.keys import KeysMixin
 
 Notifications = list[Json]
 
@@ -44,7 +45,7 @@ def _first_time(seen: dict[str, None], key: str | None) -> bool:
     return True
 
 
-class NotiSyncClient:
+class NotiSyncClient(KeysMixin):
     def __init__(self, server_url: str, config_dir: str, device_name: str | None = None) -> None:
         self.server = server_url.rstrip("/")
         parts = urlsplit(self.server)
@@ -182,10 +183,8 @@ class NotiSyncClient:
                    priority: int | None = None) -> Json:
         payload = {"app_name": app, "title": title, "body": body, "category": category, "priority": priority}
         payload = {k: v for k, v in payload.items() if v is not None}
-        # As this device, so our own watch does not echo it back.
-        source = self.session().get("device_id")
-        return await self._request("POST", "/api/v1/notifications", payload,
-                                   headers={"X-Device-ID": source} if source else None)
+        # As a device of its own, so that a watch of this device shows it (client/keys.py).
+        return await self.post_as_sender(payload)
 
     # -- rules, preferences, digest ---------------------------------------------
     async def rules(self) -> list[Json]:

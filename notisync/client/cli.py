@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import getpass
 import json
 import os
-import re
 import signal
 import sys
-from typing import Any, Awaitable, Callable, NoReturn, Sequence
+from typing import Awaitable, Callable, NoReturn, Sequence
 
 from notisync import __version__
 from notisync.client import cli_hub
 from notisync.client.api import NotiSyncClient
 from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
+from notisync.client import cli_phone
+from notisync.client.output import _local, _one_line, _out, _summary, _warn
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 CATEGORIES = ("Work", "Personal", "Junk")
@@ -35,53 +35,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-# -- output helpers -------------------------------------------------------------
-
-def _out(line: str) -> None:
-    # Last line of defence: text that reached here unsanitised (a device name, a JSON
-    # string: json escapes C0 but not C1) shows its controls as \uXXXX, inert and valid JSON.
-    line = _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
-    print(line, flush=True)  # flush: stdout is often a pipe read line by line
-
-
-def _warn(line: str) -> None:
-    print(f"notisync: {line}", file=sys.stderr, flush=True)
-
-
-def _local(stamp: str | None) -> str:
-    """ISO-8601 UTC from the server, shown in local time."""
-    try:
-        return dt.datetime.fromisoformat(str(stamp)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return str(stamp)
-
-
-# Notification text is written by other people's apps: printed raw, an escape
-# sequence could retitle the window, write the clipboard (OSC 52) or redraw
-# the screen. Whole sequences go first (else their parameters would remain),
-# then any other C0/C1 control or DEL.
-_ESCAPES = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI ... final byte
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, DCS, SOS, PM, APC strings
-    r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence, or a lone ESC
-)
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _printable(text: str) -> str:
-    """``text`` without terminal escape sequences; other control characters become spaces."""
-    return _CONTROLS.sub(" ", _ESCAPES.sub("", text))
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(_printable(str(text or "")).split())
-
-
-def _summary(n: Json) -> str:
-    text = f"{_one_line(n.get('app_name'))}: {_one_line(n.get('title'))}"
-    body = _one_line(n.get("body"))
-    return f"{text} — {body}" if body else text
-
+# -- output helpers (client/output.py) ----------------------------------------------
 
 def _state(n: Json) -> str:
     return "dismissed" if n.get("is_dismissed") else "read" if n.get("is_read") else "unread"
@@ -132,11 +86,11 @@ async def cmd_devices(client: NotiSyncClient, args: argparse.Namespace) -> int:
     elif args.action == "remove":
         await client.remove_device(args.id)
     else:
-        own = client.session().get("device_id")
+        own, sender = client.session().get("device_id"), client.sender_device_id()
         for d in await client.devices():
             _out(json.dumps(d, ensure_ascii=False) if args.json else
                  f"{d['id']}  {d['device_type']:<7}  {d['status']:<7}  {d['device_name']}"
-                 + ("  (this CLI)" if d["id"] == own else ""))
+                 + ("  (this CLI)" if d["id"] == own else "  (what send posts as)" if d["id"] == sender else ""))
     return 0
 
 
@@ -158,12 +112,31 @@ async def cmd_list(client: NotiSyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_read(client: NotiSyncClient, args: argparse.Namespace) -> int:
-    await client.read(args.id)
+    _out(f"marked read: {_summary(await client.read(args.id))}")
     return 0
 
 
 async def cmd_dismiss(client: NotiSyncClient, args: argparse.Namespace) -> int:
-    await client.dismiss(args.id)
+    _out(f"dismissed: {_summary(await client.dismiss(args.id))}")
+    return 0
+
+
+async def cmd_logout(client: NotiSyncClient, args: argparse.Namespace) -> int:
+    try:
+        client.session()
+    except ClientError:
+        _out("not logged in")
+        return 0
+    await client.logout()
+    _out(f"logged out of {client.server}")
+    return 0
+
+
+async def cmd_whoami(client: NotiSyncClient, args: argparse.Namespace) -> int:
+    me = await client.whoami()
+    device = me["device"]
+    where = f"; this device: {_one_line(device['device_name'])} ({device['id']})" if device else "; no device"
+    _out(f"{me['user']['email']} ({me['user']['id']}) on {me['server']}{where}")
     return 0
 
 
@@ -174,9 +147,10 @@ async def cmd_watch(client: NotiSyncClient, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     names: dict[str, str] = {}
+    titles: dict[str, str] = {}  # notification id -> summary, for read/dismiss lines
     try:
         async for frame in client.watch(on_notice=_warn):
-            _out(json.dumps(frame, ensure_ascii=False) if args.json else await _describe(client, frame, names))
+            _out(json.dumps(frame, ensure_ascii=False) if args.json else await _describe(client, frame, names, titles))
     except asyncio.CancelledError:
         return 0  # interrupted: the normal way to stop watching
     return 0
@@ -197,18 +171,29 @@ async def cmd_desktop(client: NotiSyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) -> str:
+async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str], titles: dict[str, str]) -> str:
     kind, data = frame.get("type"), frame.get("data") or {}
     if kind == "new_notification":
+        _remember(titles, str(data.get("id")), _summary(data))
         return f"{_local(data.get('created_at'))}  {_summary(data)}"
     when = _local(frame.get("timestamp"))
     if kind == "notification_sync":
-        return f"{when}  {'dismissed' if data.get('is_dismissed') else 'read'} {data.get('notification_id')}"
+        nid = str(data.get("notification_id"))
+        if nid not in titles:
+            try:  # one we did not see arrive: ask the server what it is
+                _remember(titles, nid, _summary(await client.get(nid)))
+            except ClientError:
+                pass
+        what = f"{titles[nid]} ({nid})" if nid in titles else nid
+        return f"{when}  {'dismissed' if data.get('is_dismissed') else 'read'} {what}"
     if kind == "notification_updated":
+        _remember(titles, str(data.get("id")), _summary(data))
         return f"{when}  updated {_summary(data)}"
     if kind == "action_invoked":
+        nid = str(data.get("notification_id"))
+        what = f"{titles[nid]} ({nid})" if nid in titles else nid
         reply = f": {_one_line(data.get('reply_text'))}" if data.get("reply_text") is not None else ""
-        return f"{when}  action {data.get('action_id')} on {data.get('notification_id')}{reply}"
+        return f"{when}  action {data.get('action_id')} on {what}{reply}"
     if kind == "device_status":
         device_id = str(data.get("device_id"))
         if device_id not in names:
@@ -220,6 +205,12 @@ async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) 
     return f"{when}  history unavailable ({data.get('reason')}); fetching missed notifications"
 
 
+def _remember(titles: dict[str, str], nid: str, summary: str) -> None:
+    titles[nid] = summary
+    if len(titles) > 4096:
+        del titles[next(iter(titles))]  # the oldest
+
+
 # -- parser and entry point -------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,9 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="server URL [env NOTISYNC_SERVER; default: the server of the "
                                     f"last login, else {DEFAULT_SERVER}]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --server also after the subcommand (`notisync list --server URL`); SUPPRESS
+    # keeps a subcommand without it from overwriting the one given before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", default=argparse.SUPPRESS, help="server URL (as before the command)")
 
     def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         parser.set_defaults(func=func)
         return parser
 
@@ -243,14 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = command("devices", cmd_devices, "list devices, or add, rename or remove one")
     d.add_argument("--json", action="store_true", help="one JSON object per line")
     actions = d.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("list", help="list devices (the default)")
-    add = actions.add_parser("add", help="register a device; prints its id")
+    actions.add_parser("list", parents=[common], help="list devices (the default)")
+    add = actions.add_parser("add", parents=[common], help="register a device; prints its id")
     add.add_argument("name")
     add.add_argument("--type", required=True, choices=DEVICE_TYPES)
-    rename = actions.add_parser("rename", help="rename a device")
+    rename = actions.add_parser("rename", parents=[common], help="rename a device")
     rename.add_argument("id")
     rename.add_argument("name")
-    actions.add_parser("remove", help="revoke a device for good").add_argument("id")
+    actions.add_parser("remove", parents=[common], help="revoke a device for good").add_argument("id")
 
     s = command("send", cmd_send, "post a notification; prints its id")
     s.add_argument("--app", required=True)
@@ -280,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_hub.add_commands(hub_command)
     dk = command("desktop", cmd_desktop, "show notifications as desktop pop-ups until interrupted (README: Desktop pop-ups)")
     dk.add_argument("--backlog", type=int, default=5, help="more missed than this on start: one summary pop-up")
+    command("logout", cmd_logout, "end this CLI's session (and send's key) and forget its tokens")
+    command("whoami", cmd_whoami, "show the signed-in user, server and this CLI's device")
+    cli_phone.add_commands(command, common)
     return p
 
 
@@ -291,6 +289,7 @@ def _server(flag: str | None, config_dir: str) -> str:
 async def _run(args: argparse.Namespace) -> int:
     if getattr(args, "limit", 1) < 1:
         raise ClientError("--limit must be at least 1")
+    cli_phone.check(args)
     config_dir = default_config_dir()
     client = NotiSyncClient(_server(args.server, config_dir), config_dir)
     return await args.func(client, args)

@@ -24,6 +24,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -33,10 +34,15 @@ from notisync.errors import Unauthorized
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
 
+if TYPE_CHECKING:  # wired after both are built (runtime/services.py)
+    from notisync.core.apikeys import ApiKeyService
+
+API_KEY_PREFIX = "nsk_"  # core/apikeys.py makes keys; a JWT never starts so
 CACHE_SECONDS = 0.5  # how stale a node's view of a live session may be (SPEC: ended everywhere within 1 s)
 ENDED_CACHE_SECONDS = 60.0  # an ended session never comes back: remember that longer
 CACHE_LIMIT = 100_000
 TICKET_SECONDS = 30  # entries before expired ones are swept out
+NEVER = 2**40  # the "expiry" of a device API key's session, which has none (unix seconds)
 _ENDED = "\x00ended"  # cache marker: the session is over (device ids are UUIDs, never this)
 
 
@@ -58,6 +64,14 @@ class SessionService:
         self.tokens = tokens
         self.delivery = delivery
         self._cache: dict[str, tuple[float, str]] = {}  # sid -> (valid until, device id / "" / _ENDED)
+        self.api_keys: ApiKeyService | None = None  # device API keys are sessions too
+
+    async def start_with_id(self, sid: str, user_id: str, device_id: str) -> None:
+        """A session bound to the device under a given id, without tokens: a device API key's."""
+        await self.store.create_session(
+            {"id": sid, "user_id": user_id, "device_id": device_id, "created_at": utcnow(), "ended_at": None}
+        )
+        await self._remember(sid, user_id, device_id)
 
     async def start(self, user_id: str, device_id: str | None = None) -> tuple[str, TokenPair]:
         """A new session (bound to ``device_id`` if given): its id and first token pair."""
@@ -76,7 +90,12 @@ class SessionService:
             await pipe.execute()
 
     async def verify(self, token: str, token_type: str = "access") -> Session:
-        """The session of a valid token whose session is still going, else 401."""
+        """The session of a valid token (or device API key) whose session is still going, else 401."""
+        if token_type == "access" and self.api_keys is not None and token.startswith(API_KEY_PREFIX):
+            user_id, sid, device_id = await self.api_keys.resolve(token)
+            await self._device_of(sid, user_id)  # 401 once the key, its device or every session ended
+            await self.api_keys.used(user_id, sid, device_id)
+            return Session(user_id, sid, device_id, NEVER)
         claims = self.tokens.verify(token, token_type)
         device = await self._device_of(claims.session_id, claims.user_id)
         return Session(claims.user_id, claims.session_id, device or None, claims.expires_at)

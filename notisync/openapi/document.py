@@ -101,6 +101,28 @@ OPERATIONS: dict[str, dict[str, Op]] = {
         "delete": Op("Revoke a device: its sockets close with 1008, its id is refused from then on",
                      {204: ("Revoked", None)}, _AUTHED + (404,), tags=("devices",)),
     },
+    "/api/v1/devices/{device_id}/api-keys": {
+        "get": Op("The device's API keys (never the keys themselves)", {200: ("Keys", out.ApiKeyListSchema)},
+                  _AUTHED + (404,), tags=("devices",)),
+        "post": Op("A long-lived key for a phone or automation app: a session bound to the device that does"
+                   " not expire (shown once; at most 10 per device)",
+                   {201: ("Key created", out.ApiKeyCreatedSchema)}, _BODY + _AUTHED + (404, 409),
+                   tags=("devices",),
+                   extra={"requestBody": {"required": False, "content": {JSON: {"schema": schemas.API_KEY_CREATE}}}}),
+    },
+    "/api/v1/devices/{device_id}/api-keys/{key_id}": {
+        "delete": Op("Revoke a key: refused on every node within 1 s, its sockets close with 1008",
+                     {204: ("Revoked", None)}, _AUTHED + (404,), tags=("devices",)),
+    },
+    "/api/v1/notifications/counts": {
+        "get": Op("Counts over live, undismissed notifications (for badges)", {200: ("Counts", out.CountsSchema)},
+                  _AUTHED, tags=("notifications",)),
+    },
+    "/api/v1/notifications/actions": {
+        "post": Op("Mark many read or dismissed, by ids (at most 500) or filter; other devices receive"
+                   " notification_sync for each change", {200: ("Done", out.BulkResultSchema)},
+                   _BODY + _AUTHED + (403, 404), body=schemas.BULK_ACTION, tags=("notifications",)),
+    },
     "/api/v1/notifications": {
         "post": Op("Post a notification; the user's other devices receive it",
                    {201: ("Stored and sent", out.NotificationSchema),
@@ -199,7 +221,8 @@ def build(metrics: bool = True) -> dict[str, Any]:
         security=[{BEARER: []}],
     )
     spec.components.security_scheme(BEARER, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                             "description": "access_token from POST /api/v1/auth/login"})
+                                             "description": "access_token from POST /api/v1/auth/login,"
+                                                            " or a device API key (nsk_…)"})
     spec.components.schema("Error", schema=out.ErrorSchema)
     spec.components.header("X-Request-ID", {"description": "this request's id (the client's, if it sent a sane one)",
                                             "schema": {"type": "string"}})
@@ -215,6 +238,9 @@ def build(metrics: bool = True) -> dict[str, Any]:
     doc = spec.to_dict()
     # marshmallow's "give device_name or push_token" check, in JSON Schema terms.
     doc["components"]["schemas"]["DeviceUpdate"]["anyOf"] = [{"required": ["device_name"]}, {"required": ["push_token"]}]
+    # and the bulk action's "ids, or a filter".
+    doc["components"]["schemas"]["BulkAction"]["anyOf"] = [
+        {"required": [name]} for name in ("ids", "app_name", "category", "before", "source_key", "all")]
     return doc
 
 

@@ -107,6 +107,47 @@ class NotificationPageSchema(_Out):
                                 metadata={"description": "pass as `before` for the next page; null on the last"})
 
 
+class ApiKeySchema(_Out):
+    id = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+    created_at = _stamp(required=True)
+    last_used_at = _stamp(required=True, allow_none=True)  # written at most once a minute
+
+
+class ApiKeyCreatedSchema(_Out):
+    id = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+    key = fields.String(required=True, metadata={"description": "shown this once; only its hash is stored"})
+    created_at = _stamp(required=True)
+
+
+class ApiKeyListSchema(_Out):
+    api_keys = fields.List(fields.Nested(ApiKeySchema), required=True)
+
+
+class _AppUnread(_Out):
+    app_name = fields.String(required=True)
+    unread = fields.Integer(required=True)
+
+
+class _ByCategory(_Out):
+    Work = fields.Integer(required=True)
+    Personal = fields.Integer(required=True)
+    Junk = fields.Integer(required=True)
+
+
+class CountsSchema(_Out):
+    total = fields.Integer(required=True, metadata={"description": "live, undismissed notifications"})
+    unread = fields.Integer(required=True, metadata={"description": "of those, neither read nor dismissed"})
+    by_category = fields.Nested(_ByCategory, required=True, metadata={"description": "total per category"})
+    by_app = fields.List(fields.Nested(_AppUnread), required=True,
+                         metadata={"description": "per app, most unread first"})
+
+
+class BulkResultSchema(_Out):
+    updated = fields.Integer(required=True, metadata={"description": "notifications this call changed"})
+
+
 class NodeStatsSchema(_Out):
     total_connections = fields.Integer(required=True, metadata={"description": "sockets on this node"})
     timestamp = _stamp(required=True)

@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
+from notisync.core.apikeys import ApiKeyService
+from notisync.core.bulk import BulkService
 from notisync.core.auth import TokenService, load_or_create_secret
 from notisync.core.devicepolicy import PreferenceService
 from notisync.core.devices import DeviceService
@@ -106,6 +108,7 @@ class Services:
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
                                      max_devices=s.max_devices)
+        self.api_keys = self.sessions.api_keys = ApiKeyService(store, redis, self.keys, self.sessions, self.devices)
         self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
@@ -117,6 +120,7 @@ class Services:
         )
         self.preferences = PreferenceService(store, self.devices, self.streams)
         self.digest = DigestService(store, self.notifications)
+        self.bulk = BulkService(store, self.fan_out, self.devices)
         self.stats = StatsService(self.hub, self.presence)
         self._loops: list[asyncio.Task[None]] = []
 

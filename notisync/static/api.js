@@ -140,9 +140,10 @@ export async function signup(email, password) {
 
 // -- resources -------------------------------------------------------------
 
-export function listNotifications({ category, before, limit = 50 } = {}) {
+export function listNotifications({ category, before, q: search, limit = 50 } = {}) {
   const q = new URLSearchParams({ is_dismissed: 'false', limit: String(limit) });
   if (category) q.set('category', category);
+  if (search) q.set('q', search);
   if (before) q.set('before', before);
   return request('GET', `/notifications?${q}`);
 }

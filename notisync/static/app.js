@@ -4,6 +4,9 @@
 
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
+import { fetchCounts, actOnAll, debounce } from './bulk.js';
+import { HistoryView } from './history.js';
+import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
 import { initHub, loadHub, devicesChanged } from './hub.js';
 import { Popups } from './popups.js';
@@ -21,6 +24,9 @@ let stream = null;
 let listGeneration = 0; // a newer list request makes older answers irrelevant
 let startTimer = 0;
 let epoch = 0;          // bumped by teardown: work started for an older session stops
+let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
+let historyView = null;    // the History toggle and its dismissed-items view (history.js)
+let keysPanel = null;   // a device's API keys (keys.js)
 
 // -- views -------------------------------------------------------------------
 
@@ -47,9 +53,11 @@ function render() {
   const items = store.visible();
   renderNotifications($('notifications'), items, { onRead, onDismiss, onInvoke });
   $('enable-popups').hidden = popups.permission !== 'default';
-  $('empty').hidden = !store.loaded || items.length > 0;
-  $('load-more').hidden = !store.cursor;
-  const unread = items.filter((n) => !n.is_read).length;
+  $('empty').hidden = historyView.active || !store.loaded || items.length > 0;
+  $('load-more').hidden = historyView.active || !store.cursor;
+  const unread = counts ? counts.unread : items.filter((n) => !n.is_read).length;
+  $('mark-all-read').disabled = !items.some((n) => !n.is_read);
+  $('clear-all').disabled = items.length === 0;
   $('unread-count').textContent = unread ? `${unread} unread` : '';
   document.title = unread ? `(${unread}) NotiSync` : 'NotiSync';
 }
@@ -59,7 +67,7 @@ function showDevices() {
   // not be registered yet when we list: our socket state is the truth.
   const online = stream && stream.state === 'connected';
   const shown = devices.map((d) => (d.id === deviceId ? { ...d, status: online ? 'online' : 'offline' } : d));
-  renderDevices($('devices'), shown, deviceId, { onRename, onRevoke });
+  renderDevices($('devices'), shown, deviceId, { onRename, onRevoke, onKeys: (d) => keysPanel.open(d) });
   devicesChanged();
 }
 
@@ -124,6 +132,11 @@ function teardown() {
   devices = [];
   listGeneration += 1;
   store.reset(null);
+  store.q = '';
+  $('search').value = '';
+  historyView.off();
+  keysPanel.close();
+  counts = null;
   clearNotifications($('notifications'));
   $('devices').replaceChildren();
 }
@@ -186,7 +199,34 @@ async function start() {
 
 // -- notifications -------------------------------------------------------------
 
+async function reloadCounts() {
+  // Offline, a fetch can only fail (and log); coming back online asks again.
+  if (!navigator.onLine || !api.currentSession()) return;
+  const mine = epoch;
+  try {
+    const fresh = await fetchCounts();
+    if (mine === epoch) { counts = fresh; render(); }
+  } catch { /* the badge keeps its last value; the next change asks again */ }
+}
+
+const countsSoon = debounce(reloadCounts, 250);
+
+async function onAll(action) {
+  const label = store.category || 'all categories';
+  if (action === 'dismissed' && !window.confirm(`Clear every notification in ${label}?`)) return;
+  $('list-error').textContent = '';
+  try {
+    await actOnAll(action, { category: store.category, deviceId });
+    for (const n of store.visible()) { if (action === 'read') store.markRead(n.id); else store.dismiss(n.id); }
+    if (action === 'dismissed') await reloadList(); else render();
+  } catch (err) {
+    if (err.status !== 401) $('list-error').textContent = `Could not update the notifications: ${err.message}`;
+  }
+  countsSoon();
+}
+
 async function reloadList(category = store.category) {
+  countsSoon();
   const gen = ++listGeneration;
   store.reset(category);
   clearNotifications($('notifications'));
@@ -199,7 +239,7 @@ async function loadPage(gen = listGeneration) {
   list.setAttribute('aria-busy', 'true');
   $('list-error').textContent = '';
   try {
-    const page = await api.listNotifications({ category: store.category, before: store.cursor });
+    const page = await api.listNotifications({ category: store.category, before: store.cursor, q: store.q });
     if (gen !== listGeneration) return;
     store.addPage(page);
   } catch (err) {
@@ -217,6 +257,7 @@ async function act(id, action) {
   render(); // optimistic: the server only ever moves flags forward, so it will agree
   try {
     await api.actOn(id, action, deviceId);
+    countsSoon();
   } catch (err) {
     if (err.status === 404) { store.dismiss(id); render(); return; } // gone (expired): drop it
     $('list-error').textContent = `Could not update “${previous ? labelOf(previous) : 'notification'}”: ${err.message}`;
@@ -241,9 +282,18 @@ const onRead = (id) => act(id, 'read');
 const onDismiss = (id) => act(id, 'dismissed');
 
 function setFilter(button) {
-  document.querySelectorAll('.filter').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
+  document.querySelectorAll('.filter[data-category]').forEach((b) => b.setAttribute('aria-pressed', String(b === button)));
   reloadList(button.dataset.category || null);
+  historyView.refresh();
 }
+
+const searchSoon = debounce(() => {
+  const q = $('search').value.trim();
+  if (q === store.q) return;
+  store.q = q;
+  reloadList();
+  historyView.refresh();
+}, 300);
 
 // -- stream --------------------------------------------------------------------
 
@@ -259,11 +309,13 @@ function onFrame(frame) {
       store.upsert(data); // same id: the card changes in place, flags only ever move forward
       popups.update(data);
       render();
+      countsSoon();
       break;
     case 'notification_sync':
       store.applySync(data);
       if (data.is_read || data.is_dismissed) popups.withdraw(data.notification_id);
       render();
+      countsSoon();
       break;
     case 'device_status': {
       const known = devices.find((d) => d.id === data.device_id);
@@ -284,7 +336,7 @@ function onState(state) {
   showDevices();
   // Presence may have changed while we were away. (Once revoked, this tab's
   // session has ended too: a REST call now would only send it to the login form.)
-  if (state === 'connected') refreshDevices();
+  if (state === 'connected') { refreshDevices(); countsSoon(); }
   if (state === 'revoked') {
     $('banner-text').textContent = 'This browser was removed from your devices, so it no longer receives notifications.';
     $('banner').hidden = false;
@@ -333,6 +385,7 @@ async function onRevoke(device) {
   try {
     await api.revokeDevice(device.id);
     devices = devices.filter((d) => d.id !== device.id);
+    if (keysPanel.device && keysPanel.device.id === device.id) keysPanel.close();
   } catch (err) {
     if (err.status !== 404) $('devices-error').textContent = `Could not revoke “${device.device_name}”: ${err.message}`;
   }
@@ -342,16 +395,25 @@ async function onRevoke(device) {
 // -- boot --------------------------------------------------------------------------
 
 function boot() {
+  keysPanel = new KeysPanel($('keys-panel'));
+  historyView = new HistoryView({
+    filters: () => ({ category: store.category, q: store.q }),
+    render,
+    showError: (text) => { $('list-error').textContent = text; },
+  });
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
   initHub(() => devices);
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
+  $('mark-all-read').addEventListener('click', () => onAll('read'));
+  $('clear-all').addEventListener('click', () => onAll('dismissed'));
+  $('search').addEventListener('input', searchSoon);
   $('reregister').addEventListener('click', () => {
     localStorage.removeItem(deviceKey(api.currentSession().user.id));
     start();
   });
-  document.querySelectorAll('.filter').forEach((b) => b.addEventListener('click', () => setFilter(b)));
+  document.querySelectorAll('.filter[data-category]').forEach((b) => b.addEventListener('click', () => setFilter(b)));
   $('enable-popups').addEventListener('click', async () => { await popups.ask(); render(); });
   // Background tabs have their timers throttled: check the token when we come back.
   document.addEventListener('visibilitychange', () => {

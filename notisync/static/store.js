@@ -11,6 +11,7 @@ export class NotificationStore {
     this.read = new Set();      // ids known read, even before the item itself arrives
     this.dismissed = new Set(); // ids known dismissed: never shown again
     this.category = null;       // null = All
+    this.q = '';                // search text ('' = none): live items must match it too
     this.cursor = null;         // next_cursor of the last REST page for this filter
     this.floor = null;          // created_at of the oldest item the REST pages reached, while there are more
     this.loaded = false;
@@ -75,6 +76,7 @@ export class NotificationStore {
     const out = [];
     for (const n of this.items.values()) {
       if (this.category && n.category !== this.category) continue;
+      if (this.q && !matches(n, this.q)) continue;
       if (this.floor && String(n.created_at) < this.floor) continue;
       out.push(n);
     }
@@ -84,6 +86,12 @@ export class NotificationStore {
   unreadCount() {
     return this.visible().filter((n) => !n.is_read).length;
   }
+}
+
+/** The server's `q`: a case-insensitive substring of title, body or app name. */
+function matches(n, q) {
+  const needle = q.toLowerCase();
+  return [n.title, n.body, n.app_name].some((s) => String(s || '').toLowerCase().includes(needle));
 }
 
 /** Newest first; ISO-8601 UTC strings sort as text, ids break ties. */

@@ -148,13 +148,13 @@ export function clearNotifications(list) {
 
 // -- devices ----------------------------------------------------------------
 
-export function renderDevices(list, devices, ownId, { onRename, onRevoke }) {
+export function renderDevices(list, devices, ownId, { onRename, onRevoke, onKeys }) {
   const editing = list.querySelector('form.rename');
   if (editing) return; // do not yank the input from under the user; next render catches up
-  list.replaceChildren(...devices.map((d) => deviceRow(d, ownId, { onRename, onRevoke })));
+  list.replaceChildren(...devices.map((d) => deviceRow(d, ownId, { onRename, onRevoke, onKeys })));
 }
 
-function deviceRow(d, ownId, { onRename, onRevoke }) {
+function deviceRow(d, ownId, { onRename, onRevoke, onKeys }) {
   const own = d.id === ownId;
   const online = d.status === 'online';
   const name = el('span', { class: 'device-name', text: d.device_name || d.id });
@@ -168,6 +168,11 @@ function deviceRow(d, ownId, { onRename, onRevoke }) {
   if (own) head.append(el('span', { class: 'tag', text: 'this browser' }));
   const rename = el('button', { type: 'button', text: 'Rename', 'aria-label': `Rename device: ${d.device_name}` });
   const actions = el('div', { class: 'actions' }, [rename]);
+  if (onKeys) {
+    const keys = el('button', { type: 'button', text: 'API keys', 'aria-label': `API keys of device: ${d.device_name}` });
+    keys.addEventListener('click', () => onKeys(d));
+    actions.append(keys);
+  }
   if (!own) {
     const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke', 'aria-label': `Revoke device: ${d.device_name}` });
     revoke.addEventListener('click', () => onRevoke(d));
