@@ -53,7 +53,7 @@ async def test_rules_editor_and_preferences_panel(browser, dash_node) -> None:  
     await page.get_by_label("App name (* = anything)").fill("x")
     await page.get_by_role("button", name="Add rule").click()
     await expect(page.locator("#rule-form-error")).to_contain_text("action")
-    await page.get_by_role("button", name="Clear").click()
+    await page.get_by_role("button", name="Clear", exact=True).click()
     # Test against a sample.
     await page.get_by_label("App", exact=True).fill("Slack")
     await page.get_by_label("Title", exact=True).fill("standup")

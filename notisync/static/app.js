@@ -304,6 +304,7 @@ function onFrame(frame) {
       store.upsert(data);
       popups.show(data);
       render();
+      countsSoon();
       break;
     case 'notification_updated':
       store.upsert(data); // same id: the card changes in place, flags only ever move forward
