@@ -17,6 +17,8 @@ _MEMORY = re.compile(r"^\d+(b|kb|mb|gb)?$")
 # flag name -> (env var, type, help); merged into notisync.runtime.config's flags.
 LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
     "max-devices": ("NOTISYNC_MAX_DEVICES", int, "live devices per user (POST /devices 409 past it); 0 disables"),
+    "max-sockets-per-device": ("NOTISYNC_MAX_SOCKETS_PER_DEVICE", int,
+                               "open sockets per device on this node; the oldest is closed (1008 replaced); 0 disables"),
     "post-rate": ("NOTISYNC_POST_RATE", float,
                   f"notifications/s per user, REST and /ws together, burst {POST_BURST_FACTOR:g}x; 0 disables"),
     "outbox-bytes": ("NOTISYNC_OUTBOX_BYTES", int,
@@ -29,6 +31,7 @@ LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
 def check(settings: Any) -> str | None:
     """Normalise the limit values in place; a one-line error if one is invalid."""
     settings.max_devices = max(int(settings.max_devices), 0)
+    settings.max_sockets_per_device = max(int(settings.max_sockets_per_device), 0)
     settings.post_rate = max(float(settings.post_rate), 0.0)
     settings.outbox_bytes = max(int(settings.outbox_bytes), 0)
     settings.redis_maxmemory = str(settings.redis_maxmemory).strip().lower().replace(" ", "")

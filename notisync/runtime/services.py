@@ -105,7 +105,8 @@ class Services:
         self.bus = Bus(redis_url, redis, self.keys, s.node_id, client_name=self.client_name)
         self.recipients = Recipients(store, self.streams)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
-        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch)
+        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch,
+                                 max_sockets_per_device=s.max_sockets_per_device)
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
