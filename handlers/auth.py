@@ -11,7 +11,7 @@ class RegisterHandler(BaseHandler):
 
     async def post(self) -> None:
         data = schemas.load(schemas.REGISTER, self.json_body())
-        user = await self.services.accounts.register(data["email"], data["password"])
+        user = await self.services.accounts.register(data["email"], data["password"], self.request.remote_ip or "")
         self.respond(201, {"user": user})
 
 

@@ -109,3 +109,73 @@ async def test_a_flood_of_sockets_for_one_device_leaves_at_most_five_and_health_
     assert r.status == 200 and r.body["websocket"]["connections"] == 5, r.body
     for ws in opened:
         ws.close()
+
+
+# -- login and registration rates -----------------------------------------------------------
+async def login(node: Node, email: str, password: str, address: str) -> "object":
+    return await call(node, "POST", "/api/v1/auth/login", {"email": email, "password": password},
+                      headers={"X-Real-IP": address})
+
+
+def retry_after(r) -> int:
+    value = r.headers.get("Retry-After")
+    assert value is not None and value.isdigit(), r.headers
+    return int(value)
+
+
+async def test_a_password_spray_from_one_address_gets_429_and_the_owner_still_logs_in(stopped) -> None:
+    # --behind-proxy: the client address comes from X-Real-IP, so one test can be many addresses.
+    node = start(stopped, "--behind-proxy", "--login-rate", "5,30")
+    owner = await new_user(node)
+    stranger = "203.0.113.7"
+    # Five wrong passwords for the owner's email from the stranger's address: that pair is throttled.
+    for _ in range(5):
+        assert (await login(node, owner.email, "guess", stranger)).status == 401
+    r = await login(node, owner.email, "guess", stranger)
+    assert r.status == 429 and r.body["error"]["code"] == "rate_limited", r.body
+    assert 1 <= retry_after(r) <= 60
+    # Spraying other emails from the same address: 30 failures a minute in all, then 429 for any email.
+    # (A token comes back every 2 s, so a slow machine may fit in a few more than 25.)
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 100:
+        statuses.append((await login(node, f"victim{len(statuses)}@example.com", "Winter2026!", stranger)).status)
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401} and len(statuses) > 25, statuses
+    r = await login(node, "someone-else@example.com", "Winter2026!", stranger)
+    assert r.status == 429 and 1 <= retry_after(r) <= 60
+    # The owner, from their own address, is not locked out by any of it.
+    r = await login(node, owner.email, owner.password, "198.51.100.20")
+    assert r.status == 200, r.body
+
+
+async def test_a_success_resets_the_email_and_address_count_and_successes_are_not_limited(stopped) -> None:
+    node = start(stopped, "--behind-proxy", "--login-rate", "5,30")
+    user = await new_user(node)
+    here = "198.51.100.30"
+    for _ in range(4):
+        assert (await login(node, user.email, "typo", here)).status == 401
+    assert (await login(node, user.email, user.password, here)).status == 200
+    # The count started over: five more mistakes before a 429.
+    for _ in range(5):
+        assert (await login(node, user.email, "typo", here)).status == 401
+    assert (await login(node, user.email, "typo", here)).status == 429
+    # Successes give the address its token back: 40 sign-ins from one address (an office) all pass.
+    office = "198.51.100.31"
+    for _ in range(40):
+        assert (await login(node, user.email, user.password, office)).status == 200
+
+
+async def test_registration_is_limited_per_address(stopped) -> None:
+    node = start(stopped, "--behind-proxy", "--register-rate", "3")
+    here, there = "198.51.100.40", "198.51.100.41"
+
+    async def register(address: str, n: int):
+        return await call(node, "POST", "/api/v1/auth/register",
+                          {"email": f"r{n}-{address}@example.com", "password": "correct horse"},
+                          headers={"X-Real-IP": address})
+
+    assert [(await register(here, i)).status for i in range(3)] == [201] * 3
+    r = await register(here, 3)
+    assert r.status == 429 and r.body["error"]["code"] == "rate_limited", r.body
+    # 3 an hour: the next one in about 20 minutes.
+    assert 60 <= retry_after(r) <= 1200
+    assert (await register(there, 0)).status == 201

@@ -7,35 +7,29 @@ import logging
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from notisync.core.auth import DUMMY_HASH, TokenPair, hash_password, token_hash, verify_password
 from notisync.core.devices import DeviceService
 from notisync.core.sessions import Session, SessionService
-from notisync.errors import Conflict, Forbidden, RateLimited, Unauthorized
+from notisync.core.throttle import SignInLimits
+from notisync.errors import Conflict, Forbidden, Unauthorized
 from notisync.views import user_view
 from store.documents import DocumentStore, utcnow
 from store.errors import DuplicateKey
-from store.keys import Keys
 
 log = logging.getLogger(__name__)
-
-LOGIN_LIMIT = 5
-LOGIN_WINDOW = 60
 
 
 class AccountService:
     def __init__(
-        self, store: DocumentStore, sessions: SessionService, devices: DeviceService, redis: Redis, keys: Keys
+        self, store: DocumentStore, sessions: SessionService, devices: DeviceService, limits: SignInLimits
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.devices = devices
-        self.redis = redis
-        self.keys = keys
+        self.limits = limits
 
-    async def register(self, email: str, password: str) -> dict[str, Any]:
+    async def register(self, email: str, password: str, client: str) -> dict[str, Any]:
+        await self.limits.register_attempt(client)
         # scrypt is deliberately slow: run it off the event loop.
         password_hash = await asyncio.to_thread(hash_password, password)
         user = {"id": str(uuid.uuid4()), "email": email.lower(), "password_hash": password_hash, "created_at": utcnow()}
@@ -47,11 +41,13 @@ class AccountService:
 
     async def login(self, email: str, password: str, client: str, device_id: str | None = None) -> dict[str, Any]:
         """A new session; with ``device_id`` (a live device of this user, else 404) bound to it."""
-        await self._count_attempt(email.lower(), client)
+        email = email.lower()
+        await self.limits.login_attempt(email, client)
         user = await self.store.get_user_by_email(email)
         ok = await asyncio.to_thread(verify_password, password, user["password_hash"] if user else DUMMY_HASH)
         if user is None or not ok:
             raise Unauthorized("wrong email or password", code="invalid_credentials")
+        await self.limits.login_succeeded(email, client)
         if device_id is not None:
             await self.devices.require_live(user["id"], device_id)
         return {**await self.new_session(user["id"], device_id), "user": user_view(user)}
@@ -117,21 +113,3 @@ class AccountService:
             "token_type": "Bearer",
             "expires_in": self.sessions.tokens.access_ttl,
         }
-
-    async def _count_attempt(self, email: str, client: str) -> None:
-        """At most LOGIN_LIMIT tries per email and client address per window."""
-        key = self.keys.login_attempts(email, client)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                # The window starts at the first try (SET NX), not the latest.
-                pipe.set(key, 0, ex=LOGIN_WINDOW, nx=True)
-                pipe.incr(key)
-                pipe.ttl(key)
-                _, count, ttl = await pipe.execute()
-        except RedisError as exc:
-            # Failing open keeps logins working while Redis is down; the
-            # scrypt cost still bounds guessing speed.
-            log.warning("login rate limit unavailable: %s", exc)
-            return
-        if count > LOGIN_LIMIT:
-            raise RateLimited("too many login attempts; try again later", retry_after=max(int(ttl), 1))

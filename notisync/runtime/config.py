@@ -43,6 +43,8 @@ class Settings(OpsSettings):
     # Limits (SPEC "Limits"); 0 turns each off.
     max_devices: int = 100
     max_sockets_per_device: int = 5  # per node: the oldest is closed with 1008 "replaced"
+    login_rate: str = "5,30"  # failed logins a minute: per email+address, per address
+    register_rate: float = 10.0  # registrations an hour per address
     post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
     outbox_bytes: int = 4 * 1024 * 1024
     redis_maxmemory: str = "512mb"  # embedded redis only

@@ -21,6 +21,9 @@ LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
                                "open sockets per device on this node; the oldest is closed (1008 replaced); 0 disables"),
     "post-rate": ("NOTISYNC_POST_RATE", float,
                   f"notifications/s per user, REST and /ws together, burst {POST_BURST_FACTOR:g}x; 0 disables"),
+    "login-rate": ("NOTISYNC_LOGIN_RATE", str,
+                   "failed logins a minute per email+address and per address, as A,B (5,30); 0 disables"),
+    "register-rate": ("NOTISYNC_REGISTER_RATE", float, "registrations an hour per address; 0 disables"),
     "outbox-bytes": ("NOTISYNC_OUTBOX_BYTES", int,
                      "bytes queued for one socket and not yet written before it is closed (1013); 0 disables"),
     "redis-maxmemory": ("NOTISYNC_REDIS_MAXMEMORY", str,
@@ -33,6 +36,11 @@ def check(settings: Any) -> str | None:
     settings.max_devices = max(int(settings.max_devices), 0)
     settings.max_sockets_per_device = max(int(settings.max_sockets_per_device), 0)
     settings.post_rate = max(float(settings.post_rate), 0.0)
+    settings.register_rate = max(float(settings.register_rate), 0.0)
+    try:
+        login_rates(settings.login_rate)
+    except ValueError:
+        return f"--login-rate must be two counts like 5,30 (or 0), not {settings.login_rate!r}"
     settings.outbox_bytes = max(int(settings.outbox_bytes), 0)
     settings.redis_maxmemory = str(settings.redis_maxmemory).strip().lower().replace(" ", "")
     if not _MEMORY.match(settings.redis_maxmemory):
@@ -42,3 +50,13 @@ def check(settings: Any) -> str | None:
         return (f"--jwt-secret (NOTISYNC_JWT_SECRET) must be at least {MIN_JWT_SECRET_BYTES} bytes;"
                 " generate one with: openssl rand -hex 32")
     return None
+
+
+def login_rates(value: str) -> tuple[int, int]:
+    """``--login-rate``: failures a minute per email+address, per address ("0" turns both off)."""
+    parts = [int(p) for p in str(value).replace(" ", "").split(",")]
+    if parts == [0]:
+        return 0, 0
+    if len(parts) != 2 or min(parts) < 0:
+        raise ValueError(value)
+    return parts[0], parts[1]

@@ -16,6 +16,7 @@ from notisync.core.notifications import NotificationService
 from notisync.core.pending import PendingClears
 from notisync.core.sessions import SessionService
 from notisync.core.stats import StatsService
+from notisync.core.throttle import SignInLimits
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.hub import Hub
 from notisync.delivery.liveness import Liveness
@@ -28,7 +29,7 @@ from notisync.runtime.config import Settings
 from notisync.runtime.embedded import EmbeddedRedis
 from notisync.runtime.hygiene import secure_data_dir
 from notisync.runtime.lifecycle import Lifecycle
-from notisync.runtime.limits import POST_BURST_FACTOR
+from notisync.runtime.limits import POST_BURST_FACTOR, login_rates
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
@@ -112,7 +113,9 @@ class Services:
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
                                      max_devices=s.max_devices)
-        self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
+        per_pair, per_address = login_rates(s.login_rate)
+        self.sign_in_limits = SignInLimits(redis, self.keys, per_pair, per_address, s.register_rate)
+        self.accounts = AccountService(store, self.sessions, self.devices, self.sign_in_limits)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
         self.notifications = NotificationService(
