@@ -4,7 +4,9 @@ connection cap."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
 import time
 from typing import Iterator
 
@@ -179,3 +181,124 @@ async def test_registration_is_limited_per_address(stopped) -> None:
     # 3 an hour: the next one in about 20 minutes.
     assert 60 <= retry_after(r) <= 1200
     assert (await register(there, 0)).status == 201
+
+
+# -- HTTP timeouts and the per-address connection cap ---------------------------------------
+def raw_connect(node: Node) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", node.port), timeout=60)
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP response (Content-Length bodies only) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def dribble_until_closed(sock: socket.socket, pieces: Iterator[bytes], limit: float = 60.0) -> bool:
+    """Send a piece every 0.5 s until the server closes (True) or ``limit`` seconds pass (False)."""
+    sock.settimeout(0.5)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(next(pieces))
+            if sock.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except OSError:  # reset or broken pipe: closed
+            return True
+    return False
+
+
+def header_lines() -> Iterator[bytes]:
+    yield b"GET /health HTTP/1.1\r\nHost: x\r\n"
+    n = 0
+    while True:
+        n += 1
+        yield f"X-Slow-{n}: a\r\n".encode()
+
+
+async def test_a_slowloris_client_is_dropped_after_the_header_timeout(stopped) -> None:
+    node = start(stopped, "--http-timeout", "2")
+    sock = raw_connect(node)
+    try:
+        # A header line every half second, never the blank line: Tornado's default waits an hour.
+        assert await asyncio.to_thread(dribble_until_closed, sock, header_lines())
+    finally:
+        sock.close()
+    # A body that never finishes is dropped as well.
+    sock = raw_connect(node)
+    try:
+        sock.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n")
+        assert await asyncio.to_thread(dribble_until_closed, sock, iter(lambda: b"{", None))
+    finally:
+        sock.close()
+    # A kept-alive connection may idle longer than the header timeout between requests (60 s).
+    sock = raw_connect(node)
+    try:
+        request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request)
+        assert (await asyncio.to_thread(read_response, sock))[0] == 200
+        await asyncio.sleep(3)
+        sock.sendall(request)
+        assert (await asyncio.to_thread(read_response, sock))[0] == 200
+    finally:
+        sock.close()
+    assert (await call(node, "GET", "/health")).status == 200
+
+
+async def test_connections_past_the_cap_per_address_are_refused_with_429(stopped) -> None:
+    node = start(stopped, "--max-connections-per-address", "20", "--http-timeout", "0")
+    user = await new_user(node)  # its keep-alive HTTP connection counts too
+    laptop = await user.device("web")
+    sockets = [await open_ws(node, user.token, laptop) for _ in range(3)]
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    held: list[socket.socket] = []
+    refused = None
+    for _ in range(30):
+        sock = raw_connect(node)
+        sock.sendall(request)
+        status, body = await asyncio.to_thread(read_response, sock)
+        if status == 429:
+            refused = json.loads(body)
+            sock.close()
+            break
+        assert status == 200
+        held.append(sock)
+    assert refused is not None and refused["error"]["code"] == "too_many_connections", refused
+    # The /ws sockets and the test client's own connection count: fewer than 20 raw ones got in.
+    assert len(held) <= 20 - len(sockets)
+    # Closing some makes room again.
+    for sock in held[:5]:
+        sock.close()
+
+    async def admitted() -> bool:
+        sock = raw_connect(node)
+        try:
+            sock.sendall(request)
+            return (await asyncio.to_thread(read_response, sock))[0] == 200
+        except OSError:
+            return False
+        finally:
+            sock.close()
+
+    for _ in range(200):
+        if await admitted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no room after closing connections")
+    for sock in held[5:]:
+        sock.close()
+    for ws in sockets:
+        ws.close()

@@ -24,6 +24,11 @@ LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
     "login-rate": ("NOTISYNC_LOGIN_RATE", str,
                    "failed logins a minute per email+address and per address, as A,B (5,30); 0 disables"),
     "register-rate": ("NOTISYNC_REGISTER_RATE", float, "registrations an hour per address; 0 disables"),
+    "http-timeout": ("NOTISYNC_HTTP_TIMEOUT", float,
+                     "seconds for a request's headers and body (idle keep-alive: 60); 0: Tornado's defaults"),
+    "max-connections-per-address": ("NOTISYNC_MAX_CONNECTIONS_PER_ADDRESS", int,
+                                    "open connections per client address, /ws included (off with --behind-proxy);"
+                                    " 0 disables"),
     "outbox-bytes": ("NOTISYNC_OUTBOX_BYTES", int,
                      "bytes queued for one socket and not yet written before it is closed (1013); 0 disables"),
     "redis-maxmemory": ("NOTISYNC_REDIS_MAXMEMORY", str,
@@ -36,6 +41,8 @@ def check(settings: Any) -> str | None:
     settings.max_devices = max(int(settings.max_devices), 0)
     settings.max_sockets_per_device = max(int(settings.max_sockets_per_device), 0)
     settings.post_rate = max(float(settings.post_rate), 0.0)
+    settings.http_timeout = max(float(settings.http_timeout), 0.0)
+    settings.max_connections_per_address = max(int(settings.max_connections_per_address), 0)
     settings.register_rate = max(float(settings.register_rate), 0.0)
     try:
         login_rates(settings.login_rate)

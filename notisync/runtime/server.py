@@ -6,12 +6,11 @@ import logging
 import signal
 from typing import Callable, Sequence
 
-from tornado.httpserver import HTTPServer
-
 from notisync import protocol
 from notisync.runtime import gctune, logs
 from notisync.runtime.app import make_app
 from notisync.runtime.config import Settings, parse_settings
+from notisync.runtime.httpserver import GuardedHTTPServer
 from notisync.runtime.hygiene import restrict_umask
 from notisync.runtime.memory import limit_malloc_arenas
 from notisync.runtime.services import Services
@@ -29,7 +28,11 @@ FINISH_SECONDS = 10.0  # for requests already being handled when the signal came
 async def serve(settings: Settings) -> None:
     services = await Services.create(settings)
     app = make_app(services)
-    server = HTTPServer(app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy)
+    server = GuardedHTTPServer(
+        app, max_body_size=HARD_BODY_LIMIT, xheaders=settings.behind_proxy, http_timeout=settings.http_timeout,
+        # Behind a proxy every connection comes from it: the proxy caps per client.
+        max_per_address=0 if settings.behind_proxy else settings.max_connections_per_address,
+    )
     server.listen(settings.port, settings.host)
     gctune.tune_after_startup()
     log.info(
