@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
+import sqlite3
 import time
 from typing import Iterator
 
 import pytest
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from notisync.core.auth import legacy_scrypt_hash
 from tests.harness import WS, Node, call, new_user
 
 
@@ -302,3 +305,63 @@ async def test_connections_past_the_cap_per_address_are_refused_with_429(stopped
         sock.close()
     for ws in sockets:
         ws.close()
+
+
+# -- password hashing: the gate, argon2id, rehash ---------------------------------------------
+async def test_a_burst_of_logins_beyond_the_hashing_gate_gets_503_busy_at_once(stopped) -> None:
+    # One hash at a time, four waiting: a burst of 60 cannot all be queued.
+    node = start(stopped, "--hash-concurrency", "1", "--login-rate", "0")
+    user = await new_user(node)
+    client = AsyncHTTPClient(force_instance=True, max_clients=100)
+    body = json.dumps({"email": user.email, "password": user.password})
+
+    async def one() -> tuple[int, str, str | None]:
+        r = await client.fetch(HTTPRequest(node.base + "/api/v1/auth/login", method="POST", body=body,
+                                           headers={"Content-Type": "application/json"}, request_timeout=60),
+                               raise_error=False)
+        code = json.loads(r.body)["error"]["code"] if r.code != 200 else ""
+        return r.code, code, r.headers.get("Retry-After")
+
+    try:
+        burst = asyncio.ensure_future(asyncio.gather(*(one() for _ in range(60))))
+        health = []
+        while not burst.done():
+            health.append((await call(node, "GET", "/health")).status)
+        answers = await burst
+    finally:
+        client.close()
+    ok = [a for a in answers if a[0] == 200]
+    busy = [a for a in answers if a[0] == 503]
+    print(f"\n60 concurrent logins: {len(ok)} signed in, {len(busy)} got 503 busy; /health answered {len(health)}x")
+    assert len(ok) + len(busy) == 60, answers
+    assert ok and busy, answers
+    assert all(code == "busy" and retry == "1" for _, code, retry in busy), busy
+    assert health and set(health) == {200}, health
+    # Nothing stays stuck: the next login is served.
+    assert (await call(node, "POST", "/api/v1/auth/login",
+                       {"email": user.email, "password": user.password})).status == 200
+
+
+async def test_passwords_are_argon2id_and_an_old_scrypt_hash_is_upgraded_at_login(stopped) -> None:
+    node = start(stopped)
+    user = await new_user(node)
+    db_path = os.path.join(node.data_dir, "notisync.sqlite3")
+
+    def stored() -> str:
+        with sqlite3.connect(db_path) as db:
+            return db.execute("SELECT password_hash FROM users WHERE id = ?", (user.id,)).fetchone()[0]
+
+    assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$"), stored()
+    # What an earlier version stored: scrypt, N=2^14.
+    old = legacy_scrypt_hash(user.password)
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (old, user.id))
+    # A wrong password changes nothing.
+    assert (await call(node, "POST", "/api/v1/auth/login", {"email": user.email, "password": "nope"})).status == 401
+    assert stored() == old
+    r = await call(node, "POST", "/api/v1/auth/login", {"email": user.email, "password": user.password})
+    assert r.status == 200, r.body
+    assert stored().startswith("$argon2id$"), stored()
+    # And the new hash is the password.
+    r = await call(node, "POST", "/api/v1/auth/login", {"email": user.email, "password": user.password})
+    assert r.status == 200, r.body

@@ -47,6 +47,7 @@ class Settings(OpsSettings):
     max_sockets_per_device: int = 5  # per node: the oldest is closed with 1008 "replaced"
     login_rate: str = "5,30"  # failed logins a minute: per email+address, per address
     register_rate: float = 10.0  # registrations an hour per address
+    hash_concurrency: int = 0  # password hashes at once (0: 2 x CPUs), 4 x that may wait, then 503 busy
     post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
     outbox_bytes: int = 4 * 1024 * 1024
     redis_maxmemory: str = "512mb"  # embedded redis only

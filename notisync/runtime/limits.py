@@ -29,6 +29,8 @@ LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
     "max-connections-per-address": ("NOTISYNC_MAX_CONNECTIONS_PER_ADDRESS", int,
                                     "open connections per client address, /ws included (off with --behind-proxy);"
                                     " 0 disables"),
+    "hash-concurrency": ("NOTISYNC_HASH_CONCURRENCY", int,
+                         "password hashes at once (0: 2 x CPUs); 4 x that may wait, then 503 busy"),
     "outbox-bytes": ("NOTISYNC_OUTBOX_BYTES", int,
                      "bytes queued for one socket and not yet written before it is closed (1013); 0 disables"),
     "redis-maxmemory": ("NOTISYNC_REDIS_MAXMEMORY", str,
@@ -43,6 +45,7 @@ def check(settings: Any) -> str | None:
     settings.post_rate = max(float(settings.post_rate), 0.0)
     settings.http_timeout = max(float(settings.http_timeout), 0.0)
     settings.max_connections_per_address = max(int(settings.max_connections_per_address), 0)
+    settings.hash_concurrency = max(int(settings.hash_concurrency), 0)
     settings.register_rate = max(float(settings.register_rate), 0.0)
     try:
         login_rates(settings.login_rate)

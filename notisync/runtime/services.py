@@ -13,6 +13,7 @@ from notisync.core.accounts import AccountService
 from notisync.core.auth import TokenService, load_or_create_secret
 from notisync.core.devices import DeviceService
 from notisync.core.notifications import NotificationService
+from notisync.core.passwords import Passwords
 from notisync.core.pending import PendingClears
 from notisync.core.sessions import SessionService
 from notisync.core.stats import StatsService
@@ -115,7 +116,8 @@ class Services:
                                      max_devices=s.max_devices)
         per_pair, per_address = login_rates(s.login_rate)
         self.sign_in_limits = SignInLimits(redis, self.keys, per_pair, per_address, s.register_rate)
-        self.accounts = AccountService(store, self.sessions, self.devices, self.sign_in_limits)
+        self.passwords = Passwords(s.hash_concurrency)
+        self.accounts = AccountService(store, self.sessions, self.devices, self.sign_in_limits, self.passwords)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
         self.notifications = NotificationService(
@@ -190,6 +192,7 @@ class Services:
         await self.bus.stop()
         await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+        self.passwords.close()
         if self.embedded is not None:
             await self.embedded.stop(ignore_client=self.client_name)
 
