@@ -150,6 +150,11 @@ async def test_a_password_spray_from_one_address_gets_429_and_the_owner_still_lo
     # The owner, from their own address, is not locked out by any of it.
     r = await login(node, owner.email, owner.password, "198.51.100.20")
     assert r.status == 200, r.body
+    # Nothing of the attempts reaches the log: no passwords, no emails, no tokens.
+    with open(node.log_path, encoding="utf-8", errors="replace") as f:
+        logged = f.read()
+    for secret in ("Winter2026", "guess", owner.password, owner.email, "victim0@", r.body["access_token"]):
+        assert secret not in logged, secret
 
 
 async def test_a_success_resets_the_email_and_address_count_and_successes_are_not_limited(stopped) -> None:
