@@ -46,7 +46,11 @@ class AccountService:
         email = email.lower()
         await self.limits.login_attempt(email, client)
         user = await self.store.get_user_by_email(email)
-        ok = await self.passwords.verify(password, user["password_hash"] if user else DUMMY_HASH)
+        try:
+            ok = await self.passwords.verify(password, user["password_hash"] if user else DUMMY_HASH)
+        except ApiError:  # busy: nothing was checked, so nothing counts as a failure
+            await self.limits.login_not_checked(email, client)
+            raise
         if user is None or not ok:
             raise Unauthorized("wrong email or password", code="invalid_credentials")
         await self.limits.login_succeeded(email, client)

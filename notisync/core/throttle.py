@@ -63,6 +63,14 @@ class SignInLimits:
         except RedisError as exc:
             log.warning("login rate limit unavailable: %s", exc)
 
+    async def login_not_checked(self, email: str, client: str) -> None:
+        """The password was never checked (the hashing gate was full): both tokens go back."""
+        try:
+            await self._address.give_back(self.keys.login_address(client))
+            await self._pair.give_back(self.keys.login_attempts(email, client))
+        except RedisError as exc:
+            log.warning("login rate limit unavailable: %s", exc)
+
     async def register_attempt(self, client: str) -> None:
         try:
             wait = await self._register.take(self.keys.register_address(client))
