@@ -370,3 +370,15 @@ async def test_passwords_are_argon2id_and_an_old_scrypt_hash_is_upgraded_at_logi
     # And the new hash is the password.
     r = await call(node, "POST", "/api/v1/auth/login", {"email": user.email, "password": user.password})
     assert r.status == 200, r.body
+
+
+def test_a_malformed_login_rate_is_refused_at_start(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    for bad in ("abc", "1,2,3", "-1,5"):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--data-dir", str(tmp_path),
+                               "--login-rate", bad], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--login-rate" in proc.stderr, (bad, proc.stderr)
