@@ -33,6 +33,8 @@ class ServerNode:
         args = [sys.executable, os.path.join(ROOT, "run.py"), "--port", str(self.port),
                 "--data-dir", self.data_dir, "--log-level", "INFO",
                 "--post-rate", "0",  # the benchmark measures delivery, not the per-user post limit
+                "--register-rate", "0",  # it registers its many users from one address
+                "--max-connections-per-address", "0",  # and opens thousands of sockets from it
                 *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, start_new_session=True,

@@ -14,7 +14,7 @@ class RegisterHandler(BaseHandler):
         if self.services.settings.signup == "closed":  # --signup closed: accounts come from `run.py adduser`
             raise Forbidden("sign-up is closed on this server: ask its operator for an account", code="signup_closed")
         data = schemas.load(schemas.REGISTER, self.json_body())
-        user = await self.services.accounts.register(data["email"], data["password"])
+        user = await self.services.accounts.register(data["email"], data["password"], self.request.remote_ip or "")
         self.respond(201, {"user": user})
 
 

@@ -19,6 +19,7 @@ ACTIONS = ("read", "dismissed", "clicked")
 BULK_ACTIONS = ("read", "dismissed")
 MAX_BULK_IDS = 500
 MAX_PAGE = 200
+SEARCH_MIN_CHARS = 3  # as store/sqlite_rows.py: one trigram
 
 
 class WholeNumber(fields.Integer):
@@ -190,7 +191,8 @@ class NotificationListSchema(_Base):
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     is_read = fields.Boolean(load_default=None)
     is_dismissed = fields.Boolean(load_default=None)
-    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    # At least 3 characters: search goes through a trigram index (store/sqlite_schema.py).
+    q = fields.String(load_default=None, validate=validate.Length(min=SEARCH_MIN_CHARS, max=200))
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:

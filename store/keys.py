@@ -54,7 +54,16 @@ class Keys:
         return f"{self.prefix}:tk:{ticket}"
 
     def login_attempts(self, email: str, client: str) -> str:
+        """Failed logins for one email from one address (GCRA state, see store/ratelimit.py)."""
         return f"{self.prefix}:rl:login:{email}:{client}"
+
+    def login_address(self, client: str) -> str:
+        """Failed logins from one address, whatever the email (password spraying)."""
+        return f"{self.prefix}:rl:loginip:{client}"
+
+    def register_address(self, client: str) -> str:
+        """Registrations from one address."""
+        return f"{self.prefix}:rl:register:{client}"
 
     def post_rate(self, user_id: str) -> str:
         """The user's post-rate state (GCRA: when the bucket is next empty, ms); expires when idle."""

@@ -296,6 +296,11 @@ class MongoStore(MongoHubMixin, MongoPhone, DocumentStore):
         if query.limit <= 0:  # limit(0) means "no limit" to MongoDB
             return []
         cursor = self.notifications.find(notification_filter(query))
+        if query.q:
+            # The substring regex runs over this user's documents only (the
+            # user_id index), and never longer than this: past it the server
+            # stops (ExecutionTimeout), and the API answers 503.
+            cursor = cursor.max_time_ms(SEARCH_MAX_MS)
         cursor = cursor.sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(query.limit)
         return [as_record(d) for d in await cursor.to_list(query.limit)]
 
@@ -345,6 +350,10 @@ class MongoStore(MongoHubMixin, MongoPhone, DocumentStore):
         result = await self.notifications.delete_many({"expires_at": {"$lte": now}})
         await self.refresh_tokens.delete_many({"expires_at": {"$lte": now}})
         return result.deleted_count
+
+
+# A search's budget on the server, in ms; see list_notifications.
+SEARCH_MAX_MS = 2000
 
 
 def live() -> dict[str, Any]:

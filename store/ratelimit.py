@@ -32,14 +32,33 @@ return 0
 """
 
 
+# KEYS: the subject's TAT key. ARGV: emission interval. Gives one token back
+# (an attempt that turned out not to count, e.g. a successful login).
+_GIVE_BACK = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tat - tonumber(ARGV[1])
+if new <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.ceil(new - now) + 1)
+end
+return 0
+"""
+
+
 class RateLimit:
     """``rate`` events per second per subject, ``burst`` at once."""
 
     def __init__(self, redis: Redis, rate: float, burst: float) -> None:
         self.rate = rate
+        self._redis = redis
         self._interval = 1000.0 / rate if rate > 0 else 0.0
         self._burst = max(1.0, burst)
         self._script = redis.register_script(_GCRA)
+        self._give_back = redis.register_script(_GIVE_BACK)
 
     async def take(self, key: str) -> float:
         """Take one event for ``key``: 0.0 if allowed, else the seconds until one would be."""
@@ -47,6 +66,16 @@ class RateLimit:
             return 0.0
         wait_ms = await self._script(keys=[key], args=[repr(self._interval), repr(self._burst)])
         return int(wait_ms) / 1000.0
+
+    async def give_back(self, key: str) -> None:
+        """Return the token the last ``take`` took (it did not count after all)."""
+        if self.rate:
+            await self._give_back(keys=[key], args=[repr(self._interval)])
+
+    async def reset(self, key: str) -> None:
+        """A full bucket again for ``key``."""
+        if self.rate:
+            await self._redis.delete(key)
 
 
 def retry_after(seconds: float) -> int:

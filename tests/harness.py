@@ -159,10 +159,14 @@ class Node:
         self.log_path = os.path.join(self.data_dir, f"node-{self.port}.log")
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "ab")
-        # Many tests post hundreds of notifications for one user at once; the
-        # per-user post rate has its own tests (tests/test_limits.py), which
-        # set it with --post-rate (a flag wins over the environment).
-        env = {**os.environ, "PYTHONPATH": ROOT, "NOTISYNC_POST_RATE": "0", **self.env}
+        # Many tests post hundreds of notifications for one user at once, and
+        # register hundreds of users from one address; those limits have their
+        # own tests (tests/test_limits.py, tests/test_abuse.py), which set them
+        # with flags (a flag wins over the environment). Login keeps its
+        # per email+address limit; the per-address one is off, since every
+        # test on the shared node fails logins from 127.0.0.1.
+        env = {**os.environ, "PYTHONPATH": ROOT, "NOTISYNC_POST_RATE": "0", "NOTISYNC_REGISTER_RATE": "0",
+               "NOTISYNC_LOGIN_RATE": "5,0", **self.env}
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, env=env)
         log.close()
         deadline = time.time() + timeout

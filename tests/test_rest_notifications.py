@@ -193,14 +193,21 @@ async def test_filters(node):
     assert await ids("?is_dismissed=true") == {b["id"]}
     assert await ids("?is_dismissed=false&is_read=false") == {c["id"], d["id"]}
     assert await ids("?app_name=GitHub&is_read=false") == {d["id"]}
-    # q: case-insensitive substring of title, body or app name; wildcards are literal
+    # q: case-insensitive substring of title, body or app name (3 characters or more,
+    # through the search index); wildcards are literal
     assert await ids("?q=deploy") == {a["id"]}  # title
     assert await ids("?q=PIZZA") == {b["id"]}  # body
     assert await ids("?q=shopapp") == {c["id"]}  # app name
     assert await ids("?q=github") == {a["id"], d["id"]}
     assert await ids("?q=50%25") == {c["id"]}
-    assert await ids("?q=%25") == {c["id"]}
-    assert await ids("?q=_") == set()
+    assert await ids("?q=0%25%20o") == {c["id"]}  # "0% o": % is a plain character
+    assert await ids("?q=%25%25%25") == set()
+    assert await ids("?q=___") == set()
+    assert await ids('?q=%22OFF') == set()  # a quote is a plain character too (never FTS syntax)
+    for short in ("%25", "_", "ab"):
+        r = await user.call("GET", f"{API}/notifications?q={short}")
+        assert r.status == 400 and r.body["error"]["code"] == "validation_error", r.body
+        assert "q" in r.body["error"]["fields"], r.body
     assert await ids("?q=nothing-like-this") == set()
     assert await ids("?q=review&category=Junk") == set()
 

@@ -1,43 +1,39 @@
 """Account use cases: register, log in (rate limited), rotate refresh tokens."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from notisync.core.auth import DUMMY_HASH, TokenPair, hash_password, token_hash, verify_password
+from notisync.core.auth import DUMMY_HASH, TokenPair, token_hash
 from notisync.core.devices import DeviceService
+from notisync.core.passwords import Passwords
 from notisync.core.sessions import Session, SessionService
-from notisync.errors import Conflict, Forbidden, RateLimited, Unauthorized
+from notisync.core.throttle import SignInLimits
+from notisync.errors import ApiError, Conflict, Forbidden, Unauthorized
 from notisync.views import user_view
 from store.documents import DocumentStore, utcnow
 from store.errors import DuplicateKey
-from store.keys import Keys
 
 log = logging.getLogger(__name__)
-
-LOGIN_LIMIT = 5
-LOGIN_WINDOW = 60
 
 
 class AccountService:
     def __init__(
-        self, store: DocumentStore, sessions: SessionService, devices: DeviceService, redis: Redis, keys: Keys
+        self, store: DocumentStore, sessions: SessionService, devices: DeviceService, limits: SignInLimits,
+        passwords: Passwords,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.devices = devices
-        self.redis = redis
-        self.keys = keys
+        self.limits = limits
+        self.passwords = passwords
 
-    async def register(self, email: str, password: str) -> dict[str, Any]:
-        # scrypt is deliberately slow: run it off the event loop.
-        password_hash = await asyncio.to_thread(hash_password, password)
+    async def register(self, email: str, password: str, client: str) -> dict[str, Any]:
+        await self.limits.register_attempt(client)
+        # Deliberately slow: off the event loop, behind the gate (core/passwords.py).
+        password_hash = await self.passwords.hash(password)
         user = {"id": str(uuid.uuid4()), "email": email.lower(), "password_hash": password_hash, "created_at": utcnow()}
         try:
             await self.store.create_user(user)
@@ -47,11 +43,18 @@ class AccountService:
 
     async def login(self, email: str, password: str, client: str, device_id: str | None = None) -> dict[str, Any]:
         """A new session; with ``device_id`` (a live device of this user, else 404) bound to it."""
-        await self._count_attempt(email.lower(), client)
+        email = email.lower()
+        await self.limits.login_attempt(email, client)
         user = await self.store.get_user_by_email(email)
-        ok = await asyncio.to_thread(verify_password, password, user["password_hash"] if user else DUMMY_HASH)
+        try:
+            ok = await self.passwords.verify(password, user["password_hash"] if user else DUMMY_HASH)
+        except ApiError:  # busy: nothing was checked, so nothing counts as a failure
+            await self.limits.login_not_checked(email, client)
+            raise
         if user is None or not ok:
             raise Unauthorized("wrong email or password", code="invalid_credentials")
+        await self.limits.login_succeeded(email, client)
+        await self._rehash_if_old(user, password)
         if device_id is not None:
             await self.devices.require_live(user["id"], device_id)
         return {**await self.new_session(user["id"], device_id), "user": user_view(user)}
@@ -89,7 +92,7 @@ class AccountService:
     async def change_password(self, session: Session, current: str, new: str) -> None:
         """Needs the current password; every other session of the user ends."""
         user = await self._require_password(session.user_id, current)
-        password_hash = await asyncio.to_thread(hash_password, new)
+        password_hash = await self.passwords.hash(new)
         await self.store.set_password_hash(user["id"], password_hash)
         await self.sessions.end_all(user["id"], keep=session.session_id)
 
@@ -104,9 +107,20 @@ class AccountService:
         user = await self.store.get_user(user_id)
         if user is None:
             raise Unauthorized("this account no longer exists", code="invalid_token")
-        if not await asyncio.to_thread(verify_password, password, user["password_hash"]):
+        if not await self.passwords.verify(password, user["password_hash"]):
             raise Forbidden("wrong password", code="wrong_password")
         return user
+
+    async def _rehash_if_old(self, user: dict[str, Any], password: str) -> None:
+        """A hash of an older scheme or weaker parameters is replaced while the password is at hand."""
+        if not self.passwords.needs_rehash(user["password_hash"]):
+            return
+        try:
+            await self.store.set_password_hash(user["id"], await self.passwords.hash(password))
+        except ApiError as exc:  # busy: the login stands, the next one upgrades it
+            log.info("password rehash postponed: %s", exc.message)
+            return
+        log.info("password hash of user %s upgraded to argon2id", user["id"])
 
     async def _answer(self, user_id: str, pair: TokenPair) -> dict[str, Any]:
         expires = dt.datetime.fromtimestamp(pair.refresh_expires_at, dt.timezone.utc)
@@ -117,21 +131,3 @@ class AccountService:
             "token_type": "Bearer",
             "expires_in": self.sessions.tokens.access_ttl,
         }
-
-    async def _count_attempt(self, email: str, client: str) -> None:
-        """At most LOGIN_LIMIT tries per email and client address per window."""
-        key = self.keys.login_attempts(email, client)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                # The window starts at the first try (SET NX), not the latest.
-                pipe.set(key, 0, ex=LOGIN_WINDOW, nx=True)
-                pipe.incr(key)
-                pipe.ttl(key)
-                _, count, ttl = await pipe.execute()
-        except RedisError as exc:
-            # Failing open keeps logins working while Redis is down; the
-            # scrypt cost still bounds guessing speed.
-            log.warning("login rate limit unavailable: %s", exc)
-            return
-        if count > LOGIN_LIMIT:
-            raise RateLimited("too many login attempts; try again later", retry_after=max(int(ttl), 1))

@@ -11,8 +11,10 @@ from notisync.delivery.subscriber import Connection
 
 
 class Hub:
+    # Per device, a dict used as an ordered set: oldest socket first, which is
+    # the one --max-sockets-per-device replaces.
     def __init__(self) -> None:
-        self._users: dict[str, dict[str, set[Connection]]] = {}
+        self._users: dict[str, dict[str, dict[Connection, None]]] = {}
         self._count = 0
 
     @property
@@ -21,16 +23,16 @@ class Hub:
 
     def add(self, conn: Connection) -> None:
         devices = self._users.setdefault(conn.user_id, {})
-        conns = devices.setdefault(conn.device_id, set())
+        conns = devices.setdefault(conn.device_id, {})
         if conn not in conns:
-            conns.add(conn)
+            conns[conn] = None
             self._count += 1
 
     def remove(self, conn: Connection) -> None:
         devices = self._users.get(conn.user_id)
         if not devices or conn not in devices.get(conn.device_id, ()):
             return
-        devices[conn.device_id].discard(conn)
+        del devices[conn.device_id][conn]
         self._count -= 1
         if not devices[conn.device_id]:
             del devices[conn.device_id]
@@ -40,7 +42,12 @@ class Hub:
     def device_connections(self, user_id: str, device_id: str) -> list[Connection]:
         return list(self._users.get(user_id, {}).get(device_id, ()))
 
-    def user_devices(self, user_id: str) -> dict[str, set[Connection]]:
+    def beyond(self, user_id: str, device_id: str, limit: int) -> list[Connection]:
+        """The device's oldest sockets past the newest ``limit`` (none if ``limit`` is 0)."""
+        conns = list(self._users.get(user_id, {}).get(device_id, ()))
+        return conns[:-limit] if limit and len(conns) > limit else []
+
+    def user_devices(self, user_id: str) -> dict[str, dict[Connection, None]]:
         return self._users.get(user_id, {})
 
     def user_connections(self, user_id: str, exclude_device: str | None = None) -> list[Connection]:

@@ -48,7 +48,8 @@ class Delivery:
     """Replay and live delivery for this node's sockets; owns the stream epoch it knows."""
 
     def __init__(
-        self, hub: Hub, streams: Streams, bus: Bus, liveness: Liveness, recipients: Recipients, epoch: str
+        self, hub: Hub, streams: Streams, bus: Bus, liveness: Liveness, recipients: Recipients, epoch: str,
+        max_sockets_per_device: int = 0,
     ) -> None:
         self.hub = hub
         self.streams = streams
@@ -57,12 +58,18 @@ class Delivery:
         self.recipients = recipients
         self.epoch = epoch  # Redis's data generation, read at start (Streams.ensure_epoch)
         self._resync_lock = asyncio.Lock()
+        self.max_sockets_per_device = max_sockets_per_device  # on this node; 0: no limit
 
     # -- connect / disconnect ---------------------------------------------
     async def connect(self, conn: Connection, device: Record, last_id: str | None) -> None:
         sub = conn.subscriber
         sub.pumping = True
         self.hub.add(conn)
+        # The newest sockets win: a client that reconnects without closing its
+        # old socket keeps working, and a flood of sockets for one device
+        # holds at most the limit (the closing ones leave via disconnect).
+        for old in self.hub.beyond(conn.user_id, conn.device_id, self.max_sockets_per_device):
+            old.close(protocol.CLOSE_POLICY, "replaced")
         await self.bus.subscribe(conn.user_id)
         await self.liveness.join(conn)
         sub.cursor = await self._start_cursor(conn, device, last_id)

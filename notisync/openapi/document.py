@@ -33,7 +33,7 @@ ERROR_TEXT = {
     409: "Conflict",
     413: "Body larger than 64 KiB",
     429: "Rate limited; see Retry-After",
-    503: "A dependency (Redis or the document store) is down; retry",
+    503: "A dependency (Redis or the document store) is down, or the node is busy hashing passwords; retry",
 }
 
 

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 from notisync import schemas
 from notisync.core.accounts import AccountService
+from notisync.core.passwords import Passwords
 from notisync.errors import ApiError
 from notisync.runtime import startup
 from notisync.runtime.config import Settings, SettingsParser, parse_settings, prog_name
 from notisync.runtime.hygiene import restrict_umask, secure_data_dir
 from notisync.runtime.services import make_store
-from store.keys import Keys
 
 
 def main(argv: Sequence[str]) -> int:
@@ -74,11 +74,23 @@ async def _add(settings: Settings, email: str, password: str) -> dict[str, Any]:
     store = make_store(settings)
     await store.open()
     try:
-        # Registering touches only the store: no sessions, devices or redis are needed.
-        accounts = AccountService(store, None, None, None, Keys(settings.key_prefix))  # type: ignore[arg-type]
-        return await accounts.register(email, password)
+        # Registering touches only the store: no sessions, devices or redis are
+        # needed, and the operator is not rate-limited per address.
+        passwords = Passwords(1)
+        accounts = AccountService(store, None, None, _Unlimited(), passwords)  # type: ignore[arg-type]
+        try:
+            return await accounts.register(email, password, "adduser")
+        finally:
+            passwords.close()
     finally:
         await store.close()
+
+
+class _Unlimited:
+    """The sign-in limits of ``run.py adduser``: none (it runs on the server, as its operator)."""
+
+    async def register_attempt(self, client: str) -> None:
+        return None
 
 
 def _fail(prog: str, message: str, code: int = 1) -> int:

@@ -50,6 +50,12 @@ class Settings(OpsSettings):
     key_prefix: str = "notisync"
     # Limits (SPEC "Limits"); 0 turns each off.
     max_devices: int = 100
+    http_timeout: float = 10.0  # headers (first request) and bodies; idle keep-alive 60 s
+    max_connections_per_address: int = 256  # TCP connections per peer address, /ws included; off behind a proxy
+    max_sockets_per_device: int = 5  # per node: the oldest is closed with 1008 "replaced"
+    login_rate: str = "5,30"  # failed logins a minute: per email+address, per address
+    register_rate: float = 10.0  # registrations an hour per address
+    hash_concurrency: int = 0  # password hashes at once (0: 2 x CPUs), 4 x that may wait, then 503 busy
     post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
     outbox_bytes: int = 4 * 1024 * 1024
     redis_maxmemory: str = "512mb"  # embedded redis only

@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Awaitable, Iterable
 
-from tornado import httputil
+from tornado import httputil, iostream
 from tornado.httpserver import HTTPServer
+
+from notisync.runtime.httpserver import GuardedHTTPServer
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,10 +70,17 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-class ProxyAwareHTTPServer(HTTPServer):
-    """An ``HTTPServer`` whose requests carry the client's address as the trusted proxies report it."""
+class ProxyAwareHTTPServer(GuardedHTTPServer):
+    """The node's server (timeouts, a cap per address) whose requests carry
+    the client's address as the trusted proxies report it."""
 
     trusted: TrustedProxies = TrustedProxies(())
+
+    def _admit(self, stream: iostream.IOStream, address: tuple) -> bool:
+        # Every connection through a proxy comes from it: the proxy caps per client.
+        if isinstance(address, tuple) and address and self.trusted.trusts(str(address[0])):
+            return True
+        return super()._admit(stream, address)
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)

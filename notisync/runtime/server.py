@@ -39,7 +39,11 @@ async def serve(settings: Settings) -> None:
             sock.close()
         raise
     app = make_app(services)
-    server = make_http_server(settings.trusted_proxies, app, max_body_size=HARD_BODY_LIMIT)
+    server = make_http_server(
+        settings.trusted_proxies, app, max_body_size=HARD_BODY_LIMIT, http_timeout=settings.http_timeout,
+        # Connections from a trusted proxy are not capped: the proxy caps per client.
+        max_per_address=settings.max_connections_per_address,
+    )
     server.add_sockets(sockets)
     gctune.tune_after_startup()
     log.info(

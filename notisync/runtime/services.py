@@ -19,9 +19,11 @@ from notisync.core.digest import DigestService
 from notisync.core.preferences import compile_all
 from notisync.core.rulebook import RuleService
 from notisync.core.notifications import NotificationService
+from notisync.core.passwords import Passwords
 from notisync.core.pending import PendingClears
 from notisync.core.sessions import SessionService
 from notisync.core.stats import StatsService
+from notisync.core.throttle import SignInLimits
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.hub import Hub
 from notisync.delivery.liveness import Liveness
@@ -35,7 +37,7 @@ from notisync.runtime.embedded import EmbeddedRedis
 from notisync.runtime.hygiene import secure_data_dir
 from notisync.runtime.lifecycle import Lifecycle
 from notisync.runtime.redis_topology import RedisTopology
-from notisync.runtime.limits import POST_BURST_FACTOR
+from notisync.runtime.limits import POST_BURST_FACTOR, login_rates
 from store.bus import Bus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
@@ -102,14 +104,18 @@ class Services:
                        pool=topology.bus_pool(self.client_name))
         self.recipients = Recipients(store, self.streams, policies=compile_all)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
-        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch)
+        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch,
+                                 max_sockets_per_device=s.max_sockets_per_device)
         self.positions = Positions(self.hub, self.streams, self.delivery)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
                                      max_devices=s.max_devices)
         self.api_keys = self.sessions.api_keys = ApiKeyService(store, redis, self.keys, self.sessions, self.devices)
-        self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
+        per_pair, per_address = login_rates(s.login_rate)
+        self.sign_in_limits = SignInLimits(redis, self.keys, per_pair, per_address, s.register_rate)
+        self.passwords = Passwords(s.hash_concurrency)
+        self.accounts = AccountService(store, self.sessions, self.devices, self.sign_in_limits, self.passwords)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
         self.rules = RuleService(store, redis, self.keys)
@@ -194,6 +200,7 @@ class Services:
         await self.bus.stop()
         await self.redis.aclose(close_connection_pool=True)
         await self.store.close()
+        self.passwords.close()
         if self.embedded is not None:
             await self.embedded.stop(ignore_client=self.client_name)
 
