@@ -3,14 +3,19 @@ from __future__ import annotations
 
 from handlers.base import BaseHandler
 from notisync import schemas
-from notisync.views import notification_view
+from notisync.core.notifications import Dropped
+from notisync.views import invoked_view, notification_view
 
 
 class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         data = schemas.load(schemas.NOTIFICATION_CREATE, self.json_body())
         source = self.acting_device(self.device_header() or data.get("source_device_id"))
-        record, created = await self.services.notifications.create(self.user_id, data, source)
+        try:
+            record, created = await self.services.notifications.create(self.user_id, data, source)
+        except Dropped as dropped:  # a rule said so: nothing stored or sent
+            self.respond(202, {"dropped": True, "rule_id": dropped.rule_id})
+            return
         view = notification_view(record)
         self.respond(201 if created else 200, view, location=f"/api/v1/notifications/{view['id']}")
 
@@ -34,8 +39,19 @@ class ActionHandler(BaseHandler):
         self.respond(200, notification_view(record))
 
 
+class InvokeHandler(BaseHandler):
+    async def post(self, notification_id: str) -> None:
+        data = schemas.load(schemas.INVOKE, self.json_body())
+        device_id = self.acting_device(data.get("device_id") or self.device_header())
+        await self.services.notifications.invoke(
+            self.user_id, notification_id, data["action_id"], data.get("reply_text"), device_id
+        )
+        self.respond(202, invoked_view(notification_id, data["action_id"], data.get("reply_text"), device_id))
+
+
 routes = [
     (r"/api/v1/notifications", NotificationsHandler),
     (r"/api/v1/notifications/([^/]+)", NotificationHandler),
     (r"/api/v1/notifications/([^/]+)/action", ActionHandler),
+    (r"/api/v1/notifications/([^/]+)/invoke", InvokeHandler),
 ]

@@ -20,6 +20,7 @@ from tornado.websocket import WebSocketClosedError
 from handlers.base import ServiceHandler
 from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
+from notisync.core.notifications import Dropped
 from notisync.delivery.subscriber import Subscriber
 from notisync.errors import ApiError, Forbidden, NotFound, Unauthorized, Unavailable, dependency_failure
 from notisync.hooks import hooks
@@ -266,6 +267,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             fields = schemas.load(schemas.WS_ACTION, data)
             await notifications.act(self.user_id, fields["notification_id"], fields["action"], self.device_id)
             ack["notification_id"] = fields["notification_id"]
+        elif kind == protocol.INVOKE_ACTION:
+            fields = schemas.load(schemas.WS_INVOKE, data)
+            await notifications.invoke(
+                self.user_id, fields["notification_id"], fields["action_id"], fields.get("reply_text"), self.device_id
+            )
+            ack["notification_id"] = fields["notification_id"]
         elif kind == protocol.REAUTH:
             await self._reauth(schemas.load(schemas.WS_REAUTH, data)["token"])
         elif kind == protocol.STREAM_ACK:
@@ -273,8 +280,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             self.services.positions.stream_ack(self.subscriber, fields["last_id"])
         elif kind == protocol.NEW_NOTIFICATION:
             fields = schemas.load(schemas.NOTIFICATION_CREATE, data)
-            record, created = await notifications.create(self.user_id, fields, self.device_id)
-            ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
+            try:
+                record, created = await notifications.create(self.user_id, fields, self.device_id)
+            except Dropped as dropped:  # a rule said so: nothing stored or sent
+                ack.update(dropped=True, rule_id=dropped.rule_id)
+            else:
+                ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
         else:
             raise ApiError(f"unknown frame type {kind!r}", code="unknown_type")
         if frame_id is not None:

@@ -18,6 +18,7 @@ NOTIFICATION_ACTION = "notification_action"
 NEW_NOTIFICATION = "new_notification"
 REAUTH = "reauth"  # {token}: keep the socket past its token's expiry
 STREAM_ACK = "stream_ack"  # {last_id}: the client has handled its stream up to there
+INVOKE_ACTION = "invoke_action"  # {notification_id, action_id, reply_text?}
 # server -> client
 PONG = "pong"
 ACK = "ack"
@@ -25,6 +26,8 @@ ERROR = "error"
 NOTIFICATION_SYNC = "notification_sync"
 DEVICE_STATUS = "device_status"
 SYNC_REQUIRED = "sync_required"
+NOTIFICATION_UPDATED = "notification_updated"  # the whole notification, after an update in place
+ACTION_INVOKED = "action_invoked"  # {notification_id, action_id, reply_text?, device_id}: to the source device
 
 # close codes beyond RFC 6455's generic ones
 CLOSE_GOING_AWAY = 1001

@@ -78,15 +78,39 @@ class DeviceUpdateSchema(_Base):
             raise ValidationError("give device_name or push_token", "_schema")
 
 
+ACTION_TYPES = ("button", "reply")
+MAX_ACTIONS = 3
+MAX_REPLY = 2000
+
+
+class NotificationActionSchema(_Base):
+    """One of a notification's actions: a button, or a reply field (SPEC "Updates and actions")."""
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    label = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    type = fields.String(load_default="button", validate=validate.OneOf(ACTION_TYPES))
+
+
+def _unique_action_ids(actions: list[dict[str, Any]]) -> None:
+    ids = [a["id"] for a in actions]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("action ids must be unique")
+
+
 class NotificationCreateSchema(_Base):
     app_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     title = fields.String(load_default="", allow_none=True, validate=validate.Length(max=1000))
     body = fields.String(load_default="", allow_none=True, validate=validate.Length(max=16000))
-    category = fields.String(load_default="Personal", validate=validate.OneOf(CATEGORIES))
+    # None: the rules or the built-in table pick one (notisync/core/categories.py).
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
     # Android's range (PRIORITY_MIN -2 … PRIORITY_MAX 2), with room above it.
     priority = WholeNumber(load_default=0, validate=validate.Range(min=-2, max=5))
     source_device_id = fields.UUID(load_default=None, allow_none=True)
     source_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=512))
+    actions = fields.List(
+        fields.Nested(NotificationActionSchema), load_default=list, allow_none=True,
+        validate=[validate.Length(max=MAX_ACTIONS), _unique_action_ids],
+    )
 
 
 class ActionSchema(_Base):
@@ -111,11 +135,23 @@ class WsStreamAckSchema(_Base):
     last_id = fields.String(required=True, validate=validate.Length(min=1, max=80))
 
 
+class InvokeSchema(_Base):
+    """``POST /notifications/{id}/invoke``: one of the notification's actions, from another device."""
+
+    action_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    reply_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_REPLY))
+    device_id = fields.UUID(load_default=None, allow_none=True)  # REST only; a socket is its device
+
+
+class WsInvokeSchema(InvokeSchema):
+    notification_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
 class NotificationListSchema(_Base):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE))
     before = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
     app_name = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
-    category = fields.String(load_default=None, validate=validate.OneOf(CATEGORIES))
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
     is_read = fields.Boolean(load_default=None)
     is_dismissed = fields.Boolean(load_default=None)
     q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
@@ -177,3 +213,5 @@ WS_ACTION = WsActionSchema()
 WS_STREAM_ACK = WsStreamAckSchema()
 WS_REAUTH = WsReauthSchema()
 NOTIFICATION_LIST = NotificationListSchema()
+INVOKE = InvokeSchema()
+WS_INVOKE = WsInvokeSchema()

@@ -36,6 +36,8 @@ def notification_view(n: Record) -> dict[str, Any]:
         "created_at": iso(n["created_at"]),
         "updated_at": iso(n.get("updated_at")),
         "expires_at": iso(n["expires_at"]),
+        "actions": n.get("actions") or [],
+        "version": n.get("version") or 1,
     }
 
 
@@ -46,3 +48,11 @@ def sync_view(n: Record, source_device: str | None) -> dict[str, Any]:
         "is_dismissed": n["is_dismissed"],
         "source_device": source_device,
     }
+
+
+def invoked_view(notification_id: str, action_id: str, reply_text: str | None, device_id: str | None) -> dict[str, Any]:
+    """``action_invoked``'s data (also the 202 answer of an invoke)."""
+    data: dict[str, Any] = {"notification_id": notification_id, "action_id": action_id, "device_id": device_id}
+    if reply_text is not None:
+        data["reply_text"] = reply_text
+    return data

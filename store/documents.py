@@ -18,12 +18,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from store.hub_store import HubStore
+
 Record = dict[str, Any]
 
 # Fields a device update may set, and the notification flags an action may
 # turn on: the same for every store.
 DEVICE_UPDATABLE = frozenset({"device_name", "push_token", "last_seen"})
 FLAGS = frozenset({"is_read", "is_dismissed"})
+# What a repeat post with the same source_key may change in place.
+CONTENT_FIELDS = ("title", "body", "category", "priority", "actions")
 
 
 def dedupe_key(source_device_id: str | None, source_key: str | None) -> str | None:
@@ -64,7 +68,7 @@ class NotificationQuery:
     q: str | None = None
 
 
-class DocumentStore(abc.ABC):
+class DocumentStore(HubStore, abc.ABC):
     """Durable records. Every method is a coroutine and safe to call concurrently."""
 
     backend: str = "abstract"
@@ -182,7 +186,10 @@ class DocumentStore(abc.ABC):
     async def create_notification(self, notification: Record) -> tuple[Record, bool]:
         """Insert ``{id, user_id, source_device_id, source_key, app_name, title,
         body, category, priority, is_read, is_dismissed, created_at,
-        updated_at, expires_at, pending}``.
+        updated_at, expires_at, pending, silent, route}``.
+
+        ``silent`` (bool) and ``route`` (a small dict or None) are what the
+        user's rules decided for its fan-out (``notisync/core/rules.py``).
 
         ``pending`` (bool) says the notification is stored but not yet known
         to be in every recipient's stream; ``clear_pending`` ends that.
@@ -224,6 +231,24 @@ class DocumentStore(abc.ABC):
         True and updated_at to ``now``; return the record after the change,
         or None if the user has no such notification. Flags never go back
         to False, so concurrent calls converge."""
+
+    @abc.abstractmethod
+    async def update_notification_content(
+        self, user_id: str, notification_id: str, version: int, content: Record, now: dt.datetime
+    ) -> Record | None:
+        """Atomically replace content fields (any of ``CONTENT_FIELDS``) of the
+        user's live notification if its ``version`` (absent counts as 1) is
+        ``version``: also set version to ``version + 1``, updated_at to
+        ``now`` and ``pending`` to True (its update is not yet fanned out).
+        Returns the record after the change; None if there is no such live
+        notification at that version (another update won the race).
+        Flags (is_read, is_dismissed) are left as they are."""
+
+    @abc.abstractmethod
+    async def clear_pending_at(self, items: list[tuple[str, int]]) -> None:
+        """Set ``pending`` to False on each (notification id, version) whose
+        version (absent counts as 1) is still that one: clearing after an
+        older version's fan-out never hides a newer update still pending."""
 
     @abc.abstractmethod
     async def purge_expired(self, now: dt.datetime) -> int:

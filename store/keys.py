@@ -31,6 +31,10 @@ class Keys:
         """Counter bumped whenever the user's set of live devices changes (missing = 0)."""
         return f"{self.prefix}:dv:{user_id}"
 
+    def rules_version(self, user_id: str) -> str:
+        """Counter bumped whenever the user's rules change: nodes reload their cached copy."""
+        return f"{self.prefix}:rv:{user_id}"
+
     def presence(self, user_id: str) -> str:
         """Sorted set of live sockets of the user: member device|node|conn, score = expiry ms."""
         return f"{self.prefix}:pr:{user_id}"

@@ -18,7 +18,8 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from store.errors import DuplicateKey
-from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
+from store.mongo_hub import MongoHubMixin
+from store.documents import CONTENT_FIELDS, DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key, utcnow
 
 DEFAULT_DB = "notisync"
 INTERNAL_FIELDS = ("dedupe_key",)
@@ -46,6 +47,11 @@ def _utc(value: Any) -> Any:
     return value.astimezone(dt.timezone.utc)
 
 
+def at_version(version: int) -> dict[str, Any]:
+    """A filter for a notification's content version; records written without one are at 1."""
+    return {"version": {"$in": [None, 1]}} if version == 1 else {"version": version}
+
+
 def to_record(doc: dict[str, Any] | None) -> Record | None:
     return None if doc is None else as_record(doc)
 
@@ -65,7 +71,7 @@ def to_doc(record: Record) -> dict[str, Any]:
     return doc
 
 
-class MongoStore(DocumentStore):
+class MongoStore(MongoHubMixin, DocumentStore):
     """Takes ownership of ``client``: ``close()`` closes it."""
 
     backend = "mongodb"
@@ -113,6 +119,7 @@ class MongoStore(DocumentStore):
             unique=True,
             partialFilterExpression={"dedupe_key": {"$type": "string"}},
         )
+        await self._open_hub()
 
     async def close(self) -> None:
         # motor's close() is synchronous, AsyncMongoClient's is a coroutine.
@@ -179,6 +186,7 @@ class MongoStore(DocumentStore):
         await self.devices.delete_many({"user_id": user_id})
         await self.refresh_tokens.delete_many({"user_id": user_id})
         await self.sessions.delete_many({"user_id": user_id})
+        await self._delete_hub(user_id)
         await self.users.delete_one({"_id": user_id})
         return devices
 
@@ -303,6 +311,30 @@ class MongoStore(DocumentStore):
             return_document=ReturnDocument.AFTER,
         )
         return to_record(doc)
+
+    async def update_notification_content(
+        self, user_id: str, notification_id: str, version: int, content: Record, now: dt.datetime
+    ) -> Record | None:
+        unknown = set(content) - set(CONTENT_FIELDS)
+        if unknown:
+            raise ValueError(f"not content fields: {sorted(unknown)}")
+        # One find_one_and_update: a single-document write is atomic, so no
+        # reader sees half of the new content.
+        doc = await self.notifications.find_one_and_update(
+            {"_id": notification_id, "user_id": user_id, **at_version(version), **live()},
+            {"$set": {**content, "version": version + 1, "updated_at": now, "pending": True}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return to_record(doc)
+
+    async def clear_pending_at(self, items: list[tuple[str, int]]) -> None:
+        by_version: dict[int, list[str]] = {}
+        for notification_id, version in items:
+            by_version.setdefault(version, []).append(notification_id)
+        for version, ids in by_version.items():
+            await self.notifications.update_many(
+                {"_id": {"$in": ids}, **at_version(version)}, {"$set": {"pending": False}}
+            )
 
     async def purge_expired(self, now: dt.datetime) -> int:
         # The TTL index does this on a real server within a minute; the sweep

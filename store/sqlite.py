@@ -20,6 +20,8 @@ from typing import Any, Callable, TypeVar
 from store.errors import DuplicateKey
 from store.documents import DEVICE_UPDATABLE, FLAGS, DocumentStore, NotificationQuery, Record, dedupe_key
 from store.sqlite_batch import GroupWriter
+from store.sqlite_hub import SQLiteHubMixin
+from store.sqlite_content import ContentUpdates
 from store.sqlite_schema import SCHEMA, migrate
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_rows import (
@@ -27,6 +29,7 @@ from store.sqlite_rows import (
     SESSION_COLS,
     DEVICE_COLS,
     NOTIFICATION_COLS,
+    OPTIONAL_COLS,
     UNIQUE_ERRORS,
     encode_time,
     _insert_sql,
@@ -45,7 +48,7 @@ T = TypeVar("T")
 CLEAR_CHUNK = 500
 
 
-class SQLiteStore(DocumentStore):
+class SQLiteStore(SQLiteHubMixin, ContentUpdates, DocumentStore):
     backend = "sqlite"
 
     def __init__(self, path: str) -> None:
@@ -195,7 +198,8 @@ class SQLiteStore(DocumentStore):
     async def delete_user(self, user_id: str) -> list[str]:
         def delete(conn: sqlite3.Connection) -> list[str]:
             devices = [row[0] for row in conn.execute("SELECT id FROM devices WHERE user_id = ?", (user_id,))]
-            for table in ("notifications", "devices", "refresh_tokens", "sessions"):
+            for table in ("notifications", "devices", "refresh_tokens", "sessions", "rules", "device_prefs",
+                          "digest_schedules"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
             return devices
@@ -230,7 +234,8 @@ class SQLiteStore(DocumentStore):
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
-                return row, True
+                # Columns the record did not carry read back absent, not None.
+                return {k: v for k, v in row.items() if v is not None or k not in OPTIONAL_COLS}, True
             return _first(conn.execute("SELECT * FROM devices WHERE id = ?", (row["id"],))), False
 
         stored, created = await self._write(create)
@@ -288,7 +293,8 @@ class SQLiteStore(DocumentStore):
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
-                return row, True
+                # Columns the record did not carry read back absent, not None.
+                return {k: v for k, v in row.items() if v is not None or k not in OPTIONAL_COLS}, True
             existing = conn.execute(
                 "SELECT * FROM notifications WHERE user_id = ? AND dedupe_key = ?",
                 (row["user_id"], key),

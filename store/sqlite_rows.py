@@ -6,6 +6,7 @@ them touches a connection except through the cursor it is handed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from typing import Any
 
@@ -20,12 +21,19 @@ DEVICE_COLS = (
 NOTIFICATION_COLS = (
     "id", "user_id", "source_device_id", "source_key", "app_name", "title",
     "body", "category", "priority", "is_read", "is_dismissed", "created_at",
-    "updated_at", "expires_at", "pending",
+    "updated_at", "expires_at", "pending", "silent", "route", "actions", "version",
 )
+# Content a repeat post may change in place (update_notification_content).
+CONTENT_COLS = ("title", "body", "category", "priority", "actions")
+# Columns added with updates in place: NULL in older rows and in records
+# written without them, and then left out of the record read back (a record
+# reads back exactly as it was written).
+OPTIONAL_COLS = frozenset({"actions", "version"})
 DATETIME_COLS = frozenset(
     {"created_at", "updated_at", "expires_at", "last_seen", "revoked_at", "used_at", "ended_at"}
 )
-BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending"})
+BOOL_COLS = frozenset({"is_read", "is_dismissed", "pending", "silent"})
+JSON_COLS = frozenset({"actions", "route"})
 LIKE_ESCAPE = "\\"
 UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
@@ -61,6 +69,8 @@ def _encode(col: str, value: Any) -> Any:
         return encode_time(value)
     if col in BOOL_COLS:
         return int(bool(value))
+    if col in JSON_COLS and value is not None:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return value
 
 
@@ -79,6 +89,10 @@ def _decode_row(row: sqlite3.Row) -> Record:
             value = decode_time(value)
         elif col in BOOL_COLS:
             value = bool(value)
+        elif col in OPTIONAL_COLS and value is None:
+            continue
+        elif col in JSON_COLS:
+            value = None if value is None else json.loads(value)
         out[col] = value
     out.pop("dedupe_key", None)
     return out

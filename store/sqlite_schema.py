@@ -39,6 +39,20 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_page
     ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS notifications_expiry ON notifications (expires_at);
+-- Rules, device preferences, digest schedules (store/sqlite_hub.py): the
+-- free-form part of each is one JSON document.
+CREATE TABLE IF NOT EXISTS rules (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, position INTEGER NOT NULL,
+    created_at TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rules_user ON rules (user_id, position);
+CREATE TABLE IF NOT EXISTS device_prefs (
+    device_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_prefs_user ON device_prefs (user_id);
+CREATE TABLE IF NOT EXISTS digest_schedules (
+    user_id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, doc TEXT NOT NULL
+);
 """
 # After MIGRATIONS: an older file gains the column before the index needs it.
 PENDING_INDEX = """
@@ -46,7 +60,16 @@ CREATE INDEX IF NOT EXISTS notifications_pending
     ON notifications (created_at) WHERE pending = 1;
 """
 # Columns added since the first release: (table, column, definition).
-MIGRATIONS = (("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),)
+MIGRATIONS = (
+    ("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),
+    # What the rules decided for its fan-out, so a retry or the sweeper
+    # sends it exactly where the first attempt would have (notisync/core/rules.py).
+    ("notifications", "silent", "INTEGER NOT NULL DEFAULT 0"),
+    ("notifications", "route", "TEXT"),
+    # Updates in place: the actions (JSON) and the content version (NULL = 1).
+    ("notifications", "actions", "TEXT"),
+    ("notifications", "version", "INTEGER"),
+)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -27,11 +27,15 @@ ZERO = "0-0"
 
 # KEYS: epoch, device-list version, marker, then (stream, last id) per device.
 # ARGV: epoch, maxlen, channel, node id, body, version, marker TTL
-# (seconds; 0 = no marker), device ids.
+# (seconds; 0 = no marker), silent body ("" = none), one flag per device
+# ("1": that device gets the silent body), device ids.
 # The wake-up it publishes is the NewEntries event of notisync/delivery/events.py:
-# {"n": node id, "k": "m", "e": {device: [previous id, new id]}} "\n" body.
+# {"n": node id, "k": "m", "e": {device: [previous id, new id]}} "\n" body,
+# once per body that some device got (so at most two publications).
 # The version check makes a node's cached device list safe: a device created
 # or revoked anywhere bumps the counter first, so a stale list appends nothing.
+# (A device's preferences share the counter: the per-device choice of body
+# and of recipients is made from the list the version vouches for.)
 # The marker makes a notification's fan-out happen once: it is checked before
 # anything else and set with the appends, atomically, so a second attempt
 # (a retry, the sweeper, another node) appends nothing and answers DONE.
@@ -44,21 +48,29 @@ if epoch ~= ARGV[1] then return redis.error_reply('EPOCH mismatch') end
 local ttl = tonumber(ARGV[7])
 if ttl > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return 'DONE' end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return 'STALE' end
-local parts, ids, n = {}, {}, 0
+local flags = ARGV[9]
+local parts, quiet, ids, n = {}, {}, {}, 0
 for i = 4, #KEYS, 2 do
   n = n + 1
+  local body = ARGV[5]
+  local mute = string.sub(flags, n, n) == '1'
+  if mute then body = ARGV[8] end
   local prev = redis.call('GET', KEYS[i + 1]) or '0-0'
-  local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', ARGV[5])
+  local id = redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], '*', 'p', prev, 'b', body)
   redis.call('SET', KEYS[i + 1], id, 'PX', RETENTION_MS)
   redis.call('PEXPIRE', KEYS[i], RETENTION_MS)
   ids[2 * n - 1] = prev
   ids[2 * n] = id
-  parts[n] = '"' .. ARGV[7 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+  local part = '"' .. ARGV[9 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+  if mute then quiet[#quiet + 1] = part else parts[#parts + 1] = part end
 end
 if ttl > 0 then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
-if n > 0 then
-  local header = '{"n":"' .. ARGV[4] .. '","k":"m","e":{' .. table.concat(parts, ',') .. '}}'
-  redis.call('PUBLISH', ARGV[3], header .. '\\n' .. ARGV[5])
+local head = '{"n":"' .. ARGV[4] .. '","k":"m","e":{'
+if #parts > 0 then
+  redis.call('PUBLISH', ARGV[3], head .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+end
+if #quiet > 0 then
+  redis.call('PUBLISH', ARGV[3], head .. table.concat(quiet, ',') .. '}}\\n' .. ARGV[8])
 end
 return ids
 """.replace("RETENTION_MS", str(RETENTION_MS))
@@ -140,7 +152,7 @@ class Streams:
 
     async def append(
         self, epoch: str, user_id: str, version: int, device_ids: list[str], node_id: str, body: bytes,
-        once_for: str | None = None,
+        once_for: str | None = None, silent_body: bytes | None = None, silent: frozenset[str] = frozenset(),
     ) -> dict[str, tuple[str, str]] | None:
         """Append ``body`` to each device's stream and wake the user's channel.
 
@@ -151,13 +163,16 @@ class Streams:
         StaleDevices (having appended nothing) if the device list changed.
         With ``once_for`` (a notification id), only the first successful
         call appends; any later one returns None and appends nothing.
+        The devices in ``silent`` get ``silent_body`` instead of ``body``.
         """
         marker = self._keys.fanout(once_for) if once_for else self._keys.epoch
         keys = [self._keys.epoch, self._keys.device_version(user_id), marker]
         for device_id in device_ids:
             keys += [self._keys.stream(device_id), self._keys.last(device_id)]
         ttl = MARKER_TTL if once_for else 0
-        args = [epoch, MAXLEN, self._keys.user_channel(user_id), node_id, body, version, ttl, *device_ids]
+        flags = "".join("1" if d in silent else "0" for d in device_ids) if silent_body is not None else ""
+        args = [epoch, MAXLEN, self._keys.user_channel(user_id), node_id, body, version, ttl,
+                silent_body or b"", flags, *device_ids]
         try:
             ids = await self._fanout(keys, args)
         except ResponseError as exc:

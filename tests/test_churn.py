@@ -33,6 +33,7 @@ class Device:
     received: list[tuple[str, str, str | None]] = field(default_factory=list)
     state: dict[str, dict[str, bool]] = field(default_factory=dict)
     sync_required: int = 0
+    silent: dict[str, bool] = field(default_factory=dict)  # notification id -> its frame's silent flag
 
     def apply(self, frame: dict[str, Any]) -> None:
         if frame["id"] in self.seen:
@@ -43,6 +44,7 @@ class Device:
         data = frame["data"]
         if frame["type"] == "new_notification":
             self.received.append(("new", data["id"], data["source_device_id"]))
+            self.silent[data["id"]] = data.get("silent")
             self.state.setdefault(data["id"], {"is_read": False, "is_dismissed": False})
         else:
             self.received.append(("sync", data["notification_id"], data["source_device"]))
@@ -110,13 +112,23 @@ async def read_until(ws: Any, dev: Device, node: Node, deadline: float) -> None:
             await dev.refetch(node)
 
 
+def variant_post(i: int) -> tuple[str, str]:
+    """App and title suffix of post ``i`` in the run with rules and preferences."""
+    return ("BlockedApp" if i % 5 == 0 else "Churn"), (" skip" if i % 7 == 0 else "")
+
+
 async def drive_user(user: User, phone: Device, devices: list[Device], nodes: list[Node],
-                     count: int, actions: list[tuple[str, str]]) -> list[str]:
-    """The phone posts ``count`` notifications; other devices act on some of them."""
+                     count: int, actions: list[tuple[str, str]], kinds: dict | None = None) -> list[str]:
+    """The phone posts ``count`` notifications; other devices act on some of them.
+
+    With ``kinds`` (the run with rules and preferences), apps and titles vary
+    (``variant_post``) and each action's kind is recorded there.
+    """
     posted: list[str] = []
     for i in range(count):
         node = nodes[i % len(nodes)]
-        body = {"app_name": "Churn", "title": f"{user.email} #{i}", "source_key": f"k{i}"}
+        app, suffix = variant_post(i) if kinds is not None else ("Churn", "")
+        body = {"app_name": app, "title": f"{user.email} #{i}{suffix}", "source_key": f"k{i}"}
         r = await retrying(lambda: call(node, "POST", "/api/v1/notifications", body, token=user.token,
                                         headers={"X-Device-ID": phone.id}))
         nid = r.body["id"]
@@ -129,6 +141,8 @@ async def drive_user(user: User, phone: Device, devices: list[Device], nodes: li
                 continue
             actions.append((target, actor.id))
             action = random.choice(["read", "dismissed", "clicked"])
+            if kinds is not None:
+                kinds[(target, actor.id)] = action
             r = await retrying(lambda: call(node, "PUT", f"/api/v1/notifications/{target}/action",
                                             {"action": action, "device_id": actor.id}, token=user.token))
             flags = actor.state.setdefault(target, {"is_read": False, "is_dismissed": False})
@@ -195,11 +209,11 @@ async def setup_users(nodes: list[Node], users: int, per_user: int) -> list[tupl
 
 
 async def run_flow(nodes: list[Node], users: list[tuple[User, list[Device]]], count: int,
-                   middle: Any = None) -> tuple[list[list[str]], list[list[tuple[str, str]]]]:
+                   middle: Any = None, kinds: dict | None = None) -> tuple[list[list[str]], list[list[tuple[str, str]]]]:
     stop = asyncio.Event()
     sockets = [asyncio.ensure_future(run_socket(d, nodes, stop)) for _, devs in users for d in devs]
     actions: list[list[tuple[str, str]]] = [[] for _ in users]
-    drivers = [asyncio.ensure_future(drive_user(u, devs[0], devs, nodes, count, actions[i]))
+    drivers = [asyncio.ensure_future(drive_user(u, devs[0], devs, nodes, count, actions[i], kinds))
                for i, (u, devs) in enumerate(users)]
     if middle is not None:
         await asyncio.sleep(2.0)
@@ -253,3 +267,45 @@ async def test_redis_restart_means_everything_or_sync_required(cluster):
             assert dev.state == truth, "a device silently misses state"
     health = await call(nodes[0], "GET", "/health")
     assert health.status == 200 and health.body["redis"]["status"] == "ok"
+
+
+async def test_no_loss_under_churn_with_rules_and_preferences(cluster):
+    """Every notification a device is entitled to arrives once, in order; nothing else does.
+
+    Per user: a rule skips the third device for titles with "skip"; the
+    second device blocks "Blocked*", mutes "Churn" and takes no dismissals
+    made elsewhere.
+    """
+    _, nodes = cluster
+    users = await setup_users(nodes, users=3, per_user=3)
+    for user, devs in users:
+        r = await user.call("POST", "/api/v1/rules", {"match": {"title_contains": "skip"},
+                                                      "action": {"skip_device_ids": [devs[2].id]}})
+        assert r.status == 201, r.body
+        r = await user.call("PUT", f"/api/v1/devices/{devs[1].id}/preferences", {
+            "blocked_apps": ["Blocked*"], "muted_apps": ["churn"], "sync_dismissals": False})
+        assert r.status == 200, r.body
+    kinds: dict[tuple[str, str], str] = {}
+    posted, actions = await run_flow(nodes, users, count=200, kinds=kinds)
+    for (user, devs), ids, acts in zip(users, posted, actions):
+        assert set(await server_state(user, nodes[0])) == set(ids)
+        phone, muted, skipper = devs
+        index = {nid: i for i, nid in enumerate(ids)}
+
+        def reaches(dev: Device, nid: str) -> bool:
+            app, suffix = variant_post(index[nid])
+            return not ((dev is muted and app == "BlockedApp") or (dev is skipper and suffix))
+
+        for dev in devs:
+            assert dev.sync_required == 0
+            news = [nid for nid in ids if dev is not phone and reaches(dev, nid)]
+            expected = {("new", nid, phone.id) for nid in news}
+            expected |= {("sync", nid, actor) for nid, actor in acts if actor != dev.id and reaches(dev, nid)
+                         and not (dev is muted and kinds[(nid, actor)] == "dismissed")}
+            got = dev.received
+            assert len(got) == len(set(got)), "the same message arrived under two different ids"
+            assert set(got) == expected, f"missing {len(expected - set(got))}, extra {len(set(got) - expected)}"
+            positions = [stream_position(i) for i in dev.order]
+            assert positions == sorted(positions), "stream order broken"
+            assert [nid for kind, nid, _ in got if kind == "new"] == news, "out of posting order"
+            assert all(dev.silent[nid] is (dev is muted) for nid in news), "silent per device"

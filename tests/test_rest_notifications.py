@@ -41,7 +41,7 @@ async def test_create_returns_every_field(node):
     assert NOTIFICATION_KEYS <= set(n), set(n)
     assert str(uuid.UUID(n["id"])) == n["id"]
     assert (n["app_name"], n["title"], n["body"], n["priority"]) == ("Slack", "Standup", "in 5 minutes", 2)
-    assert n["category"] == "Personal"
+    assert n["category"] == "Work"  # none given: the built-in table files Slack under Work
     assert (n["is_read"], n["is_dismissed"], n["source_device_id"]) == (False, False, None)
     created, expires = parse_iso(n["created_at"]), parse_iso(n["expires_at"])
     assert abs(created - before) < dt.timedelta(seconds=5)
@@ -99,10 +99,13 @@ async def test_source_key_dedupes_per_device(node):
     body = {"app_name": "WhatsApp", "title": "Hi", "source_key": "com.whatsapp|chat|42"}
     first = await post(user, body, device=phone)
     assert first.status == 201
-    # the phone retries (even with edited text): same record back, 200, nothing new
-    again = await post(user, {**body, "title": "Hi (edited)"}, device=phone)
+    # the phone retries: same record back, 200, nothing new
+    again = await post(user, body, device=phone)
     assert again.status == 200, again.body
     assert again.body == first.body
+    # with edited text it is the same notification, updated in place (tests/test_updates_actions.py)
+    edited = await post(user, {**body, "title": "Hi (edited)"}, device=phone)
+    assert edited.status == 200 and edited.body["id"] == first.body["id"] and edited.body["title"] == "Hi (edited)"
     by_body = await post(user, {**body, "source_device_id": phone})
     assert by_body.status == 200 and by_body.body["id"] == first.body["id"]
     assert [n["id"] for n in await listing(user)] == [first.body["id"]]

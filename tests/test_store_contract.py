@@ -69,7 +69,8 @@ def note(user_id: str, **over: Any) -> Record:
     n = {"id": new_id(), "user_id": user_id, "source_device_id": None, "source_key": None,
          "app_name": "Mail", "title": "Hello", "body": "World", "category": "Personal",
          "priority": 0, "is_read": False, "is_dismissed": False, "created_at": now,
-         "updated_at": now, "expires_at": now + dt.timedelta(days=7), "pending": False}
+         "updated_at": now, "expires_at": now + dt.timedelta(days=7), "pending": False,
+         "silent": False, "route": None}
     return {**n, **over}
 
 

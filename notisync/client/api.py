@@ -26,6 +26,7 @@ from notisync.client.config import DEVICES, SESSION, WATCH, ClientError, ConfigD
 Notifications = list[Json]
 
 NEW, SYNC = "new_notification", "notification_sync"
+UPDATED, INVOKED = "notification_updated", "action_invoked"
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
 HEALTHY_AFTER = 10.0  # seconds a socket must live before backoff starts over
 CLOSE_POLICY = 1008
@@ -186,6 +187,32 @@ class NotiSyncClient:
         return await self._request("POST", "/api/v1/notifications", payload,
                                    headers={"X-Device-ID": source} if source else None)
 
+    # -- rules, preferences, digest ---------------------------------------------
+    async def rules(self) -> list[Json]:
+        return (await self._request("GET", "/api/v1/rules"))["rules"]
+
+    async def add_rule(self, rule: Json) -> Json:
+        return await self._request("POST", "/api/v1/rules", rule)
+
+    async def update_rule(self, rule_id: str, changes: Json) -> Json:
+        return await self._request("PUT", f"/api/v1/rules/{quote(rule_id, safe='')}", changes)
+
+    async def remove_rule(self, rule_id: str) -> None:
+        await self._request("DELETE", f"/api/v1/rules/{quote(rule_id, safe='')}")
+
+    async def test_rules(self, sample: Json) -> Json:
+        return await self._request("POST", "/api/v1/rules/test", sample)
+
+    async def preferences(self, device_id: str) -> Json:
+        return await self._request("GET", f"/api/v1/devices/{quote(device_id, safe='')}/preferences")
+
+    async def set_preferences(self, device_id: str, changes: Json) -> Json:
+        return await self._request("PUT", f"/api/v1/devices/{quote(device_id, safe='')}/preferences", changes)
+
+    async def digest(self, date: str | None = None, timezone: str = "UTC") -> Json:
+        params = {"timezone": timezone, **({"date": date} if date else {})}
+        return await self._request("GET", "/api/v1/digest", params=params)
+
     async def iter_notifications(self, page_size: int = 50, **filters: Any) -> AsyncIterator[Json]:
         """Every matching notification, newest first, following ``next_cursor``."""
         params = {k: v for k, v in filters.items() if v is not None}
@@ -205,6 +232,14 @@ class NotiSyncClient:
     async def act(self, notification_id: str, action: str) -> Json:
         path = f"/api/v1/notifications/{quote(notification_id, safe='')}/action"
         return await self._request("PUT", path, {"action": action, "device_id": self.device_id()})
+
+    async def invoke(self, notification_id: str, action_id: str, reply_text: str | None = None) -> Json:
+        """One of the notification's actions, for its source device (202)."""
+        path = f"/api/v1/notifications/{quote(notification_id, safe='')}/invoke"
+        body: Json = {"action_id": action_id, "device_id": self.device_id()}
+        if reply_text is not None:
+            body["reply_text"] = reply_text
+        return await self._request("POST", path, body)
 
     async def read(self, notification_id: str) -> Json:
         return await self.act(notification_id, "read")
@@ -282,7 +317,7 @@ class NotiSyncClient:
                         yield missed
                 elif kind == "device_status":
                     yield frame
-                elif kind in (NEW, SYNC) and _first_time(seen, frame.get("id")):
+                elif kind in (NEW, SYNC, UPDATED, INVOKED) and _first_time(seen, frame.get("id")):
                     data = frame.get("data") or {}
                     repeat = kind == NEW and not _first_time(seen, f"n:{data.get('id')}")
                     try:

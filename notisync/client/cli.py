@@ -18,6 +18,7 @@ import sys
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
 from notisync import __version__
+from notisync.client import cli_hub
 from notisync.client.api import NotiSyncClient
 from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
 
@@ -141,6 +142,9 @@ async def cmd_devices(client: NotiSyncClient, args: argparse.Namespace) -> int:
 
 async def cmd_send(client: NotiSyncClient, args: argparse.Namespace) -> int:
     n = await client.send(args.app, args.title, args.body or "", args.category, args.priority)
+    if n.get("dropped"):  # 202: one of the user's rules dropped it; nothing stored or sent
+        _warn(f"dropped by rule {n.get('rule_id')}")
+        return 0
     _out(n["id"])
     return 0
 
@@ -178,6 +182,21 @@ async def cmd_watch(client: NotiSyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_desktop(client: NotiSyncClient, args: argparse.Namespace) -> int:
+    from notisync.client.desktop import run_desktop  # desktop-notifier is an optional extra
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await run_desktop(client, args.backlog, _warn)
+    except asyncio.CancelledError:
+        return 0  # stopped (logout, systemctl stop): the normal way out
+    return 0
+
+
 async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) -> str:
     kind, data = frame.get("type"), frame.get("data") or {}
     if kind == "new_notification":
@@ -185,6 +204,11 @@ async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str]) 
     when = _local(frame.get("timestamp"))
     if kind == "notification_sync":
         return f"{when}  {'dismissed' if data.get('is_dismissed') else 'read'} {data.get('notification_id')}"
+    if kind == "notification_updated":
+        return f"{when}  updated {_summary(data)}"
+    if kind == "action_invoked":
+        reply = f": {_one_line(data.get('reply_text'))}" if data.get("reply_text") is not None else ""
+        return f"{when}  action {data.get('action_id')} on {data.get('notification_id')}{reply}"
     if kind == "device_status":
         device_id = str(data.get("device_id"))
         if device_id not in names:
@@ -249,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     command("dismiss", cmd_dismiss, "dismiss a notification").add_argument("id")
     w = command("watch", cmd_watch, "print notifications as they arrive until interrupted")
     w.add_argument("--json", action="store_true", help="print each frame as one JSON line")
+
+    def hub_command(name: str, func: Callable[..., Awaitable[int]], text: str) -> argparse.ArgumentParser:
+        return command(name, lambda client, args: func(client, args, _out), text)
+
+    cli_hub.add_commands(hub_command)
+    dk = command("desktop", cmd_desktop, "show notifications as desktop pop-ups until interrupted (README: Desktop pop-ups)")
+    dk.add_argument("--backlog", type=int, default=5, help="more missed than this on start: one summary pop-up")
     return p
 
 

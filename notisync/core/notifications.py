@@ -15,13 +15,16 @@ from typing import Any, Awaitable, Callable
 from redis.exceptions import RedisError
 
 from notisync import protocol
+from notisync.core.devicepolicy import shape_new, shape_sync
 from notisync.core.devices import DeviceService
 from notisync.core.pending import PendingClears
+from notisync.core.rulebook import RuleService
+from notisync.core.rules import Decision, RuleSet
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.recipients import DeviceList
-from notisync.errors import BadRequest, NotFound, RateLimited, Unavailable
+from notisync.errors import BadRequest, Conflict, NotFound, RateLimited, Unavailable
 from notisync.hooks import hooks
-from notisync.views import notification_view, sync_view
+from notisync.views import invoked_view, notification_view, sync_view
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.ratelimit import retry_after
 
@@ -33,14 +36,24 @@ _FLAGS = {"read": {"is_read": True}, "dismissed": {"is_dismissed": True}, "click
 # the node that stored it (the Redis timeout is 5 s): the sweeper leaves it.
 SWEEP_GRACE = 10.0
 SWEEP_BATCH = 200
+NO_RULES = RuleSet()  # a node without a rule service: the built-in category only
+
+
+class Dropped(Exception):
+    """A rule dropped the notification: nothing was stored or sent (the post answers 202)."""
+
+    def __init__(self, rule_id: str | None) -> None:
+        super().__init__(rule_id)
+        self.rule_id = rule_id
 
 
 class NotificationService:
     def __init__(
         self, store: DocumentStore, fan_out: FanOut, devices: DeviceService, pending: PendingClears,
-        post_limit: Callable[[str], Awaitable[float]] | None = None,
+        post_limit: Callable[[str], Awaitable[float]] | None = None, rules: RuleService | None = None,
     ) -> None:
         self.store = store
+        self.rules = rules
         # user id -> seconds to wait (0: allowed); shared by every node (--post-rate).
         self.post_limit = post_limit
         self.fan_out = fan_out
@@ -57,7 +70,8 @@ class NotificationService:
         0. The user's post rate (``--post-rate``, one Redis script shared by
            every node, REST and /ws alike): 429 before anything is stored.
         1. The sender must be a live device of the user: 404 before anything
-           is stored.
+           is stored. The user's rules (cached, ``core/rulebook.py``) decide
+           category, priority, silent and route, or drop it (``Dropped``).
         2. Insert the record with ``pending`` set: the durable promise to fan
            it out. A repeat of (source device, source_key) returns the first
            record instead, and finishes its fan-out if that is still pending.
@@ -81,6 +95,21 @@ class NotificationService:
         # The cached list says whether the sender is live; the fan-out's
         # version check confirms it before anything is sent.
         targets = await self.fan_out.device_list(user_id, source_device_id)
+        decision = await self.decide(user_id, data, source_device_id)
+        if decision.dropped:
+            hooks.ingested("dropped")
+            raise Dropped(decision.drop_rule)
+        return await self.store_and_send(user_id, data, source_device_id, decision, targets)
+
+    async def decide(self, user_id: str, data: dict[str, Any], source_device_id: str | None) -> Decision:
+        rules = await self.rules.ruleset(user_id) if self.rules is not None else NO_RULES
+        return rules.decide(data, source_device_id)
+
+    async def store_and_send(
+        self, user_id: str, data: dict[str, Any], source_device_id: str | None, decision: Decision,
+        targets: DeviceList | None = None,
+    ) -> tuple[Record, bool]:
+        """Steps 2 to 4 of ``create`` for a notification the rules let through."""
         now = utcnow()
         record: Record = {
             "id": str(uuid.uuid4()),
@@ -90,22 +119,30 @@ class NotificationService:
             "app_name": data["app_name"],
             "title": data.get("title") or "",
             "body": data.get("body") or "",
-            "category": data.get("category") or "Personal",
-            "priority": data.get("priority", 0),
+            "category": decision.category,
+            "priority": decision.priority,
+            "actions": data.get("actions") or [],
+            "version": 1,
             "is_read": False,
             "is_dismissed": False,
             "created_at": now,
             "updated_at": now,
             "expires_at": now + EXPIRY,
             "pending": True,
+            "silent": decision.silent,
+            "route": decision.route,
         }
         stored, created = await self.store.create_notification(record)
         if not created:
             if source_device_id:  # ask the store itself (a rare path)
                 await self.devices.require_live(user_id, source_device_id)
-            if stored.get("pending"):
-                await self.finish(stored)
-            hooks.ingested("duplicate")
+            if stored.get("pending") and (stored["id"], stored.get("version") or 1) not in self.pending:
+                await self.finish(stored)  # not known to be sent: finish it (appends at most once)
+            if content_changes(stored, record):
+                stored = await self.update_in_place(stored, record)
+                hooks.ingested("updated")
+            else:
+                hooks.ingested("duplicate")
             return stored, False
         await self.finish(stored, targets, sender_must_be_live=True)
         hooks.ingested("stored")
@@ -123,15 +160,23 @@ class NotificationService:
         it) and deleted. Later attempts (retry, sweeper) deliver it anyway:
         it was accepted from a live device.
         """
+        version = record.get("version") or 1
+        # Version 1 is the notification itself; every later version is an
+        # update in place with a fan-out marker of its own (see update_in_place).
+        kind = protocol.NEW_NOTIFICATION if version == 1 else protocol.NOTIFICATION_UPDATED
+        view = notification_view(record)
+        silent = bool(record.get("silent"))
         try:
             await self.fan_out.send(
-                record["user_id"], record["source_device_id"], protocol.NEW_NOTIFICATION,
-                notification_view(record), targets, once_for=record["id"],
-                sender_must_be_live=sender_must_be_live,
+                record["user_id"], record["source_device_id"], kind,
+                {**view, "silent": silent}, targets, once_for=fanout_marker(record),
+                sender_must_be_live=sender_must_be_live and version == 1,
+                # Per device: route, blocked apps, quiet hours, muted apps.
+                shape=shape_new(record), silent_data=None if silent else {**view, "silent": True},
             )
         except NotFound:
             if not await self.fan_out.cancel(record["id"]):
-                self.pending.fanned_out(record["id"])
+                self.pending.fanned_out(record["id"], version)
                 return  # another attempt appended it first: it was delivered
             await self.store.delete_notification(record["user_id"], record["id"])
             raise
@@ -140,14 +185,14 @@ class NotificationService:
                 "stored, but not yet sent to your other devices; it will be sent when the real-time"
                 " service is back (retry with the same source_key to confirm)", code="redis_unavailable",
             ) from exc
-        self.pending.fanned_out(record["id"])
+        self.pending.fanned_out(record["id"], version)
 
     async def sweep(self, grace: float = SWEEP_GRACE) -> int:
         """Finish notifications left pending for ``grace`` seconds; how many were finished."""
         finished = 0
         while True:
             rows = await self.store.list_pending(utcnow() - dt.timedelta(seconds=grace), SWEEP_BATCH)
-            rows = [r for r in rows if r["id"] not in self.pending]
+            rows = [r for r in rows if (r["id"], r.get("version") or 1) not in self.pending]
             if not rows:
                 return finished
             for record in rows:
@@ -171,7 +216,8 @@ class NotificationService:
         if record is None:
             raise NotFound("notification not found", code="notification_not_found")
         try:
-            await self.fan_out.send(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id))
+            await self.fan_out.send(user_id, device_id, protocol.NOTIFICATION_SYNC, sync_view(record, device_id),
+                                    shape=shape_sync(record, action))
         except (RedisError, OSError) as exc:
             raise Unavailable("stored, but could not sync other devices; retry", code="redis_unavailable") from exc
         return record
@@ -200,6 +246,93 @@ class NotificationService:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         return page, encode_cursor(page[-1]) if more and page else None
+
+    async def update_in_place(self, stored: Record, incoming: Record) -> Record:
+        """A repeat post (same source device and source_key) with new content.
+
+        The content and a new version are written in one atomic store step
+        that also sets ``pending``, then fanned out as ``notification_updated``
+        under a marker of that version (``fanout_marker``): a retried or
+        swept update appends once, and each change appends its own frame.
+        The store step only applies at the version read, so racing updates
+        each apply to what the other left, in turn. Before any update the
+        previous version's fan-out is finished (the caller did), so the
+        other devices always receive versions in order.
+        """
+        current = stored
+        for _ in range(UPDATE_TRIES):
+            content = content_changes(current, incoming)
+            if not content:
+                return current
+            updated = await self.store.update_notification_content(
+                current["user_id"], current["id"], current.get("version") or 1, content, utcnow()
+            )
+            if updated is not None:
+                await self.finish(updated)
+                return updated
+            reread = await self.store.get_notification(current["user_id"], current["id"])
+            if reread is None:  # expired meanwhile: nothing left to update
+                return current
+            if reread.get("pending"):
+                await self.finish(reread)
+            current = reread
+        raise Unavailable("the notification keeps changing; retry", code="update_conflict")
+
+    async def invoke(
+        self, user_id: str, notification_id: str, action_id: str, reply_text: str | None, device_id: str | None
+    ) -> Record:
+        """Send ``action_invoked`` to the notification's source device (its stream queues it).
+
+        404: no such notification or action; 409: it is dismissed (or
+        expired — gone from every answer, so also 404 then); 400: a
+        ``reply_text`` on a button.
+        """
+        if device_id:
+            await self.devices.require_live(user_id, device_id)
+        record = await self.get(user_id, notification_id)
+        action = next((a for a in record.get("actions") or [] if a["id"] == action_id), None)
+        if action is None:
+            raise NotFound("the notification has no such action", code="action_not_found")
+        if record["is_dismissed"]:
+            raise Conflict("the notification was dismissed", code="notification_dismissed")
+        if reply_text is not None and action.get("type") != "reply":
+            raise BadRequest("reply_text is only for reply actions", code="validation_error",
+                             fields={"reply_text": "This action takes no reply text."})
+        source = record.get("source_device_id")
+        if source is None or source == device_id:
+            # Nobody else to tell: a notification posted without a device,
+            # or its own device invoking it, needs no frame.
+            return record
+        data = invoked_view(notification_id, action_id, reply_text, device_id)
+        try:
+            await self.fan_out.send_to(user_id, device_id, source, protocol.ACTION_INVOKED, data)
+        except (RedisError, OSError) as exc:
+            raise Unavailable("could not reach the source device's stream; retry", code="redis_unavailable") from exc
+        return record
+
+
+# A repeat post may change these in place (SPEC "Updates and actions").
+CONTENT_FIELDS = ("title", "body", "category", "priority", "actions")
+UPDATE_TRIES = 5
+
+
+def content_changes(stored: Record, incoming: Record) -> Record:
+    """The content fields of ``incoming`` that differ from ``stored`` (empty: unchanged)."""
+    defaults = {"actions": [], "title": "", "body": ""}
+    changed: Record = {}
+    for name in CONTENT_FIELDS:
+        new = incoming.get(name, defaults.get(name))
+        old = stored.get(name, defaults.get(name))
+        if new != (old if old is not None else defaults.get(name)):
+            changed[name] = new
+    return changed
+
+
+def fanout_marker(record: Record) -> str:
+    """Once-only identity of a fan-out: the notification for version 1, id:vN for each update."""
+    version = record.get("version") or 1
+    return record["id"] if version == 1 else f"{record['id']}:v{version}"
+
 
 def encode_cursor(record: Record) -> str:
     raw = f"{record['created_at'].isoformat()}|{record['id']}".encode()

@@ -7,7 +7,7 @@ device-list cache (``recipients.py``), checked by version inside the script.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from redis.exceptions import RedisError
 
@@ -22,6 +22,11 @@ from store.streams import EpochMismatch, StaleDevices, Streams
 # far beyond any real user; the caller gets a 503 and retries.
 FANOUT_TRIES = 5
 
+# Given the (version-checked) device list and the devices a message would
+# reach, which of them get it and which of those get it silently: how the
+# core applies rules' routing and each device's preferences at fan-out time.
+Shape = Callable[[DeviceList, list[str]], tuple[list[str], frozenset[str]]]
+
 
 class FanOut:
     def __init__(self, streams: Streams, recipients: Recipients, delivery: Delivery, node_id: str) -> None:
@@ -33,6 +38,7 @@ class FanOut:
     async def send(
         self, user_id: str, source: str | None, kind: str, data: dict[str, Any],
         targets: DeviceList | None = None, once_for: str | None = None, sender_must_be_live: bool = True,
+        shape: Shape | None = None, silent_data: dict[str, Any] | None = None,
     ) -> None:
         """Append one frame to every device of the user but ``source``, then wake sockets.
 
@@ -41,14 +47,22 @@ class FanOut:
         to be a live device of the user (unless ``sender_must_be_live`` is
         False): nothing has been sent then. With ``once_for`` (a stored
         notification's id) only the first call for that id appends.
+        ``shape`` picks recipients and the ones that get ``silent_data``
+        instead of ``data``; it is applied to the very list whose version
+        the append checks, so a preference change is never half-applied.
         """
         body = protocol.frame(kind, data)
+        silent_body = protocol.frame(kind, silent_data) if silent_data is not None else None
+        silent: frozenset[str] = frozenset()
         entry = targets or await self.device_list(user_id, source if sender_must_be_live else None)
         for _ in range(FANOUT_TRIES):
             devices = [d for d in entry.devices if d != source]
+            if shape is not None:
+                devices, silent = shape(entry, devices)
             try:
                 appended = await self.streams.append(
-                    self.delivery.epoch, user_id, entry.version, devices, self.node_id, body, once_for
+                    self.delivery.epoch, user_id, entry.version, devices, self.node_id, body, once_for,
+                    silent_body, silent,
                 )
             except EpochMismatch:
                 await self.delivery.resync_all()  # also empties the device-list cache
@@ -60,6 +74,10 @@ class FanOut:
                 self.delivery.expect_own_echo(user_id)
                 raise
             else:
+                if appended is not None and silent and silent_body is not None:
+                    quiet = {d: ids for d, ids in appended.items() if d in silent}
+                    self.delivery.deliver(user_id, quiet, silent_body)
+                    appended = {d: ids for d, ids in appended.items() if d not in silent}
                 if appended is not None:  # None: an earlier attempt appended it
                     self.delivery.deliver(user_id, appended, body)
                 hooks.bus_out(1 if appended else 0)  # the script published iff it appended
@@ -67,6 +85,39 @@ class FanOut:
             entry = await self.recipients.load(user_id)
             if sender_must_be_live and source is not None and source not in entry.devices:
                 raise NotFound("device not found", code="device_not_found")
+        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
+
+    async def send_to(self, user_id: str, source: str | None, target: str, kind: str, data: dict[str, Any]) -> bool:
+        """Append one frame to a single device's stream (``action_invoked`` to a
+        notification's source device), then wake its sockets.
+
+        Same script, same guarantees as ``send``; False (nothing sent) if
+        ``target`` is no longer a live device of the user.
+        """
+        body = protocol.frame(kind, data)
+        entry = await self.recipients.get(user_id)
+        for _ in range(FANOUT_TRIES):
+            if target not in entry.devices or target == source:
+                entry = await self.recipients.load(user_id)  # created after we cached the list?
+                if target not in entry.devices or target == source:
+                    return False
+            try:
+                appended = await self.streams.append(
+                    self.delivery.epoch, user_id, entry.version, [target], self.node_id, body
+                )
+            except EpochMismatch:
+                await self.delivery.resync_all()
+            except StaleDevices:
+                pass
+            except (RedisError, OSError):
+                self.delivery.expect_own_echo(user_id)
+                raise
+            else:
+                if appended is not None:
+                    self.delivery.deliver(user_id, appended, body)
+                hooks.bus_out(1 if appended else 0)
+                return True
+            entry = await self.recipients.load(user_id)
         raise Unavailable("the device list keeps changing; retry", code="devices_changing")
 
     async def cancel(self, notification_id: str) -> bool:

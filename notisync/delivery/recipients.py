@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from store.documents import DocumentStore
 from store.streams import Streams
@@ -32,11 +33,22 @@ class DeviceList:
     version: int
     devices: tuple[str, ...]
     loaded_at: float
+    types: dict[str, str] = field(default_factory=dict)  # device id -> mobile|web|desktop
+    # device id -> the core's compiled preferences (only devices that have any).
+    # Preference changes bump the same version, so these are as fresh as the list.
+    policies: dict[str, Any] = field(default_factory=dict)
+
+
+# Stored preferences by device -> what the core wants kept per device (set by the runtime).
+PolicyCompiler = Callable[[dict[str, dict[str, Any]]], dict[str, Any]]
 
 
 class Recipients:
-    def __init__(self, store: DocumentStore, streams: Streams, size: int = CACHE_USERS) -> None:
+    def __init__(
+        self, store: DocumentStore, streams: Streams, size: int = CACHE_USERS, policies: PolicyCompiler | None = None,
+    ) -> None:
         self.store = store
+        self.compile_policies = policies
         self.streams = streams
         self.size = size
         self._lists: OrderedDict[str, DeviceList] = OrderedDict()
@@ -52,8 +64,13 @@ class Recipients:
     async def load(self, user_id: str) -> DeviceList:
         """Read the version, then the list, and cache them."""
         version = await self.streams.device_version(user_id)
-        devices = tuple(d["id"] for d in await self.store.list_devices(user_id))
-        entry = DeviceList(version, devices, time.monotonic())
+        rows = await self.store.list_devices(user_id)
+        devices = tuple(d["id"] for d in rows)
+        policies: dict[str, Any] = {}
+        if self.compile_policies is not None:
+            policies = self.compile_policies(await self.store.get_preferences(user_id))
+        types = {d["id"]: d["device_type"] for d in rows}
+        entry = DeviceList(version, devices, time.monotonic(), types, policies)
         self._lists[user_id] = entry
         self._lists.move_to_end(user_id)
         while len(self._lists) > self.size:

@@ -104,7 +104,9 @@ OPERATIONS: dict[str, dict[str, Op]] = {
     "/api/v1/notifications": {
         "post": Op("Post a notification; the user's other devices receive it",
                    {201: ("Stored and sent", out.NotificationSchema),
-                    200: ("Repeat of a source_key: the existing notification, nothing sent", out.NotificationSchema)},
+                    200: ("Repeat of a source_key: unchanged content sends nothing; new content (title, body,"
+                          " category, priority, actions) updates it in place and the other devices receive"
+                          " notification_updated", out.NotificationSchema)},
                    _BODY + _AUTHED + (403, 404, 429), body=schemas.NOTIFICATION_CREATE, tags=("notifications",),
                    extra={"parameters": [{"in": "header", "name": "X-Device-ID", "required": False,
                                           "schema": {"type": "string"},
@@ -120,6 +122,11 @@ OPERATIONS: dict[str, dict[str, Op]] = {
         "put": Op("Mark read, dismissed or clicked; other devices receive notification_sync",
                   {200: ("Notification", out.NotificationSchema)}, _BODY + _AUTHED + (403, 404),
                   body=schemas.ACTION, tags=("notifications",)),
+    },
+    "/api/v1/notifications/{notification_id}/invoke": {
+        "post": Op("Invoke one of the notification's actions (button or reply); its source device receives"
+                   " action_invoked on its stream", {202: ("Queued for the source device", out.InvokedSchema)},
+                   _BODY + _AUTHED + (403, 404, 409), body=schemas.INVOKE, tags=("notifications",)),
     },
     "/api/v1/websocket/stats": {
         "get": Op("Sockets on this node", {200: ("Counts", out.NodeStatsSchema)}, _AUTHED, tags=("stats",)),
@@ -199,7 +206,9 @@ def build(metrics: bool = True) -> dict[str, Any]:
         spec.components.response(f"Error{status}", {
             "description": text, "content": {JSON: {"schema": "Error"}},
             "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}})
-    table = {**OPERATIONS, **(METRICS_OP if metrics else {}), **WEB_OPS}
+    from notisync.openapi.hub import HUB_OPS  # it imports Op from here
+
+    table = {**OPERATIONS, **HUB_OPS, **(METRICS_OP if metrics else {}), **WEB_OPS}
     for path, methods in table.items():
         spec.path(path=path, operations={m: _operation(path, op) for m, op in methods.items()})
     doc = spec.to_dict()

@@ -69,6 +69,12 @@ class DeviceListSchema(_Out):
     devices = fields.List(fields.Nested(DeviceSchema), required=True)
 
 
+class NotificationActionOutSchema(_Out):
+    id = fields.String(required=True)
+    label = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(["button", "reply"]))
+
+
 class NotificationSchema(_Out):
     id = fields.String(required=True)
     app_name = fields.String(required=True)
@@ -82,6 +88,17 @@ class NotificationSchema(_Out):
     created_at = _stamp(required=True)
     updated_at = _stamp(allow_none=True)
     expires_at = _stamp(required=True)
+    actions = fields.List(fields.Nested(NotificationActionOutSchema), required=True)
+    version = fields.Integer(required=True, metadata={"description": "content version: 1, +1 per update in place"})
+
+
+class InvokedSchema(_Out):
+    """The ``action_invoked`` frame's data, as sent to the source device."""
+
+    notification_id = fields.String(required=True)
+    action_id = fields.String(required=True)
+    reply_text = fields.String()
+    device_id = fields.String(required=True, allow_none=True, metadata={"description": "the invoking device"})
 
 
 class NotificationPageSchema(_Out):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from handlers import auth, devices, health, notifications, ops, stats, web, ws
+from handlers import auth, devices, health, notifications, ops, rules, stats, web, ws
 from handlers.access import log_request, request_transform, route_templates
 from handlers.base import NotFoundHandler
 from notisync.runtime import metrics
@@ -13,7 +13,7 @@ from notisync.runtime.services import Services
 
 def all_routes(settings: Settings) -> list[tuple]:
     """Every route of the application (the OpenAPI test checks the document against this)."""
-    routes = auth.routes + devices.routes + notifications.routes + stats.routes + health.routes + ws.routes + web.routes
+    routes = auth.routes + devices.routes + notifications.routes + rules.routes + stats.routes + health.routes + ws.routes + web.routes
     return routes + ops.routes(settings)
 
 

@@ -49,6 +49,8 @@ class Settings(OpsSettings):
     post_rate: float = 20.0  # notifications/s per user, burst POST_BURST_FACTOR x that
     outbox_bytes: int = 4 * 1024 * 1024
     redis_maxmemory: str = "512mb"  # embedded redis only
+    # Seconds between checks for due daily digests (notisync/core/digest.py).
+    digest_interval: float = 20.0
 
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins or not origin:
@@ -79,6 +81,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
+    "digest-interval": ("NOTISYNC_DIGEST_INTERVAL", float, "seconds between checks for due daily digests"),
     **OPS_FLAGS,
     **LIMIT_FLAGS,
 }
@@ -149,6 +152,7 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str | None = None) -
         parser.error(problem)
     settings.ws_ping_timeout = min(settings.ws_ping_timeout, settings.ws_ping_interval)
     settings.ws_rate_limit = max(settings.ws_rate_limit, 0.0)
+    settings.digest_interval = min(max(settings.digest_interval, 0.2), 3600.0)
     settings.presence_ttl = max(3 * settings.ws_ping_interval, 10.0)
     # Absolute from here on: the log names the dir that is really used, even
     # when the node was started from another directory.

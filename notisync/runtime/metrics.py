@@ -29,7 +29,7 @@ from redis import exceptions as redis_errors
 import notisync
 from notisync.hooks import hooks
 
-OUTCOMES = ("stored", "duplicate", "rate_limited", "dropped")
+OUTCOMES = ("stored", "duplicate", "updated", "rate_limited", "dropped")
 SYNC_REASONS = ("unknown_last_id", "stream_reset", "history_trimmed")
 LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
 # Live delivery is sub-millisecond to tens of ms; replays after an outage are seconds.

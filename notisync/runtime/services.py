@@ -11,7 +11,11 @@ from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
 from notisync.core.auth import TokenService, load_or_create_secret
+from notisync.core.devicepolicy import PreferenceService
 from notisync.core.devices import DeviceService
+from notisync.core.digest import DigestService
+from notisync.core.preferences import compile_all
+from notisync.core.rulebook import RuleService
 from notisync.core.notifications import NotificationService
 from notisync.core.pending import PendingClears
 from notisync.core.sessions import SessionService
@@ -103,7 +107,7 @@ class Services:
         self.streams = Streams(redis, self.keys)
         self.presence = Presence(redis, self.keys, s.presence_ttl)
         self.bus = Bus(redis_url, redis, self.keys, s.node_id, client_name=self.client_name)
-        self.recipients = Recipients(store, self.streams)
+        self.recipients = Recipients(store, self.streams, policies=compile_all)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
         self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch)
         self.positions = Positions(self.hub, self.streams, self.delivery)
@@ -114,10 +118,14 @@ class Services:
         self.accounts = AccountService(store, self.sessions, self.devices, redis, self.keys)
         self.pending = PendingClears(store)
         self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
+        self.rules = RuleService(store, redis, self.keys)
         self.notifications = NotificationService(
             store, self.fan_out, self.devices, self.pending,
             post_limit=(lambda user_id: self.post_rate.take(self.keys.post_rate(user_id))) if s.post_rate else None,
+            rules=self.rules,
         )
+        self.preferences = PreferenceService(store, self.devices, self.streams)
+        self.digest = DigestService(store, self.notifications)
         self.stats = StatsService(self.hub, self.presence)
         self._loops: list[asyncio.Task[None]] = []
 
@@ -159,6 +167,9 @@ class Services:
             asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.positions.save)),
             asyncio.create_task(self._every(s.presence_ttl / 3, self.liveness.heartbeat)),
             asyncio.create_task(self._every(PURGE_SECONDS, self._purge)),
+            # Due digests, including one missed while every node was down (catch-up at start).
+            asyncio.create_task(self._once(self.digest.run_due)),
+            asyncio.create_task(self._every(s.digest_interval, self.digest.run_due)),
         ]
 
     async def _redis_back(self) -> None:

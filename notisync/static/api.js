@@ -151,6 +151,13 @@ export function actOn(id, action, deviceId) {
   return request('PUT', `/notifications/${encodeURIComponent(id)}/action`, { action, device_id: deviceId });
 }
 
+/** One of a notification's actions (button, or reply with text): its source device gets action_invoked. */
+export function invokeAction(id, actionId, replyText, deviceId) {
+  const body = { action_id: actionId, device_id: deviceId };
+  if (replyText !== undefined && replyText !== null) body.reply_text = replyText;
+  return request('POST', `/notifications/${encodeURIComponent(id)}/invoke`, body);
+}
+
 /** Register this browser; from then on the tab uses the device's own session (revoking the device ends it). */
 export async function registerDevice(id, name) {
   const body = await request('POST', '/devices', { id, device_name: name, device_type: 'web' });

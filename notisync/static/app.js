@@ -5,12 +5,16 @@
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
 import { NotificationStore } from './store.js';
+import { initHub, loadHub, devicesChanged } from './hub.js';
+import { Popups } from './popups.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
 const OWN_PREFIX = 'notisync.';
 const deviceKey = (userId) => `notisync.device.${userId}`;
 
 const store = new NotificationStore();
+// Browser pop-ups while the tab is hidden; clicking one focuses us and sends clicked.
+const popups = new Popups({ onActivate: (id) => act(id, 'clicked') });
 let devices = [];
 let deviceId = null;
 let stream = null;
@@ -41,7 +45,8 @@ function showApp() {
 
 function render() {
   const items = store.visible();
-  renderNotifications($('notifications'), items, { onRead, onDismiss });
+  renderNotifications($('notifications'), items, { onRead, onDismiss, onInvoke });
+  $('enable-popups').hidden = popups.permission !== 'default';
   $('empty').hidden = !store.loaded || items.length > 0;
   $('load-more').hidden = !store.cursor;
   const unread = items.filter((n) => !n.is_read).length;
@@ -55,6 +60,7 @@ function showDevices() {
   const online = stream && stream.state === 'connected';
   const shown = devices.map((d) => (d.id === deviceId ? { ...d, status: online ? 'online' : 'offline' } : d));
   renderDevices($('devices'), shown, deviceId, { onRename, onRevoke });
+  devicesChanged();
 }
 
 // -- auth --------------------------------------------------------------------
@@ -174,7 +180,7 @@ async function start() {
   // nothing can fall between the two; frames that overlap the page merge by id.
   const current = new Stream({ deviceId, getTicket: api.wsTicket, onFrame, onState, onPolicyClose });
   stream = current;
-  await Promise.all([reloadList(), refreshDevices()]);
+  await Promise.all([reloadList(), refreshDevices(), loadHub()]);
   if (mine === epoch) current.start(); // unless logged out meanwhile
 }
 
@@ -206,7 +212,8 @@ async function loadPage(gen = listGeneration) {
 
 async function act(id, action) {
   const previous = store.items.get(id);
-  if (action === 'read') store.markRead(id); else store.dismiss(id);
+  popups.withdraw(id);
+  if (action === 'dismissed') store.dismiss(id); else store.markRead(id); // clicked also marks read
   render(); // optimistic: the server only ever moves flags forward, so it will agree
   try {
     await api.actOn(id, action, deviceId);
@@ -217,6 +224,16 @@ async function act(id, action) {
     if (previous && action === 'read' && !previous.is_read) store.read.delete(id);
     if (previous) store.items.set(id, previous);
     render();
+  }
+}
+
+async function onInvoke(id, actionId, replyText) {
+  $('list-error').textContent = '';
+  try {
+    await api.invokeAction(id, actionId, replyText, deviceId);
+  } catch (err) {
+    const n = store.items.get(id);
+    $('list-error').textContent = `Could not send to the phone (“${n ? labelOf(n) : 'notification'}”): ${err.message}`;
   }
 }
 
@@ -235,10 +252,17 @@ function onFrame(frame) {
   switch (frame.type) {
     case 'new_notification':
       store.upsert(data);
+      popups.show(data);
+      render();
+      break;
+    case 'notification_updated':
+      store.upsert(data); // same id: the card changes in place, flags only ever move forward
+      popups.update(data);
       render();
       break;
     case 'notification_sync':
       store.applySync(data);
+      if (data.is_read || data.is_dismissed) popups.withdraw(data.notification_id);
       render();
       break;
     case 'device_status': {
@@ -319,6 +343,7 @@ async function onRevoke(device) {
 
 function boot() {
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
+  initHub(() => devices);
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
@@ -327,6 +352,7 @@ function boot() {
     start();
   });
   document.querySelectorAll('.filter').forEach((b) => b.addEventListener('click', () => setFilter(b)));
+  $('enable-popups').addEventListener('click', async () => { await popups.ask(); render(); });
   // Background tabs have their timers throttled: check the token when we come back.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && api.currentSession()) api.scheduleRefresh();

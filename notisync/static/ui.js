@@ -34,7 +34,7 @@ function when(iso) {
 
 const noteNodes = new Map(); // id -> <li>, kept across renders so focus and scroll survive
 
-function createNote(n, { onRead, onDismiss }) {
+function createNote(n, { onRead, onDismiss, onInvoke }) {
   const li = el('li', { class: 'note', 'data-id': n.id });
   const dot = el('span', { class: 'dot', role: 'img', 'aria-label': 'unread' });
   const app = el('span', { class: 'app' });
@@ -46,13 +46,50 @@ function createNote(n, { onRead, onDismiss }) {
   const dismiss = el('button', { type: 'button', class: 'dismiss', text: 'Dismiss' });
   read.addEventListener('click', () => onRead(li.dataset.id));
   dismiss.addEventListener('click', () => onDismiss(li.dataset.id));
+  const invokes = el('div', { class: 'note-actions' });
   li.append(
     el('div', { class: 'note-head' }, [dot, app, cat, time]),
-    title, body,
+    title, body, invokes,
     el('div', { class: 'actions' }, [read, dismiss]),
   );
-  li.parts = { dot, app, cat, time, title, body, read, dismiss };
+  li.parts = { dot, app, cat, time, title, body, read, dismiss, invokes };
+  li.onInvoke = onInvoke;
   return li;
+}
+
+/**
+ * The notification's own actions: a button each, a reply box for "reply".
+ * Rebuilt only when the actions change (an update in place), so a reply
+ * being typed survives every other render.
+ */
+function renderInvokes(li, n) {
+  const actions = Array.isArray(n.actions) ? n.actions : [];
+  const key = JSON.stringify(actions);
+  if (li.dataset.actionsKey === key) return;
+  li.dataset.actionsKey = key;
+  const label = labelOf(n);
+  const parts = actions.map((a) => {
+    if (a.type === 'reply') {
+      const input = el('input', {
+        type: 'text', maxLength: 2000, placeholder: a.label || 'Reply', 'aria-label': `${a.label || 'Reply'}: ${label}`,
+      });
+      const send = el('button', { type: 'submit', text: 'Send', 'aria-label': `Send ${a.label || 'reply'}: ${label}` });
+      const form = el('form', { class: 'reply' }, [input, send]);
+      form.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const text = input.value;
+        if (!text.trim()) return;
+        input.value = '';
+        li.onInvoke(li.dataset.id, a.id, text);
+      });
+      return form;
+    }
+    const button = el('button', { type: 'button', class: 'invoke', text: a.label || a.id, 'aria-label': `${a.label || a.id}: ${label}` });
+    button.addEventListener('click', () => li.onInvoke(li.dataset.id, a.id));
+    return button;
+  });
+  li.parts.invokes.replaceChildren(...parts);
+  li.parts.invokes.hidden = parts.length === 0;
 }
 
 function updateNote(li, n) {
@@ -75,6 +112,7 @@ function updateNote(li, n) {
   p.read.hidden = Boolean(n.is_read);
   p.read.setAttribute('aria-label', `Mark read: ${label}`);
   p.dismiss.setAttribute('aria-label', `Dismiss: ${label}`);
+  renderInvokes(li, n);
 }
 
 /** Keyed update: existing rows are moved, not rebuilt, so a focused button keeps focus. */
