@@ -130,4 +130,5 @@ def test_every_marked_block_runs_as_printed(server: Node) -> None:
     # what the examples say happens, happened
     assert '"title":"Ana"' in out.replace(" ", "")  # the laptop got the phone's socket post
     assert re.search(r"(?m)^200$", out) and re.search(r"401$", out, re.M)  # a repeated device id; a logged-out token
+    assert re.search(r'\{"id":"[0-9a-f-]{36}","version":1\}', out)  # the retried post changed nothing
     assert "Bo" in out  # the CLI's watch printed the phone's notification

@@ -149,6 +149,7 @@ def test_unreachable_mongo_fails_fast_and_leaves_no_redis(data_dir: str) -> None
     ({"NOTISYNC_JWT_SECRET": "abc"}, "at least 32 bytes"),
     ({"NOTISYNC_TRUSTED_PROXIES": "10.0.0.0/33"}, "NOTISYNC_TRUSTED_PROXIES"),
     ({"NOTISYNC_MONGO_URL": "localhost:27017"}, "NOTISYNC_MONGO_URL"),
+    ({"NOTISYNC_METRICS": "maybe"}, "NOTISYNC_METRICS"),
 ])
 def test_bad_environment_names_the_variable(env: dict[str, str], needle: str, data_dir: str) -> None:
     code, err = finish(start(["--data-dir", data_dir], env=env))

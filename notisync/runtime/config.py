@@ -163,7 +163,8 @@ def _from_env(parser: SettingsParser, env: str, typ: type, default: object) -> o
     try:
         return typ(raw)
     except (TypeError, ValueError):
-        parser.error(f"environment variable {env}={raw!r} is not a valid {getattr(typ, '__name__', typ)}")
+        kind = "on/off value" if typ is yes else f"{getattr(typ, '__name__', typ)}"
+        parser.error(f"environment variable {env}={raw!r} is not a valid {kind}")
 
 
 def parse_settings(argv: Sequence[str] | None = None, prog: str | None = None) -> Settings:

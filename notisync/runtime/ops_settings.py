@@ -11,11 +11,18 @@ from dataclasses import dataclass, field
 LOG_FORMATS = ("text", "json")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
 def yes(value: object) -> bool:
-    """A boolean flag or environment value: 1/true/yes/on."""
+    """A boolean flag or environment value: 1/true/yes/on or 0/false/no/off; anything else is an error."""
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    word = str(value).strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError(f"{value!r} is not on or off")
+    return word in _TRUE
 
 
 @dataclass

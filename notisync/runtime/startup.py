@@ -93,7 +93,7 @@ async def _check_redis(url: str) -> None:
     except ValueError as exc:
         raise StartupError(f"--redis-url (NOTISYNC_REDIS_URL) {shown} is not valid: {exc}") from None
     try:
-        await asyncio.wait_for(client.ping(), DEPENDENCY_TIMEOUT * 2)
+        await asyncio.wait_for(client.ping(), DEPENDENCY_TIMEOUT + 0.5)
     except (RedisError, OSError, asyncio.TimeoutError) as exc:
         raise StartupError(f"cannot reach redis at {shown} (--redis-url): {_first_line(exc) or 'timed out'}") from None
     finally:
@@ -111,7 +111,7 @@ async def _check_mongo(url: str) -> None:
     except (ConfigurationError, ValueError) as exc:
         raise StartupError(f"--mongo-url (NOTISYNC_MONGO_URL) {shown} is not valid: {_first_line(exc)}") from None
     try:
-        await asyncio.wait_for(client.admin.command("ping"), DEPENDENCY_TIMEOUT * 2)
+        await asyncio.wait_for(client.admin.command("ping"), DEPENDENCY_TIMEOUT + 0.5)
     except (PyMongoError, OSError, asyncio.TimeoutError) as exc:
         raise StartupError(f"cannot reach MongoDB at {shown} within {DEPENDENCY_TIMEOUT:g}s (--mongo-url):"
                            f" {_first_line(exc)[:200] or 'timed out'}") from None
