@@ -16,6 +16,8 @@ class NotificationsHandler(BaseHandler):
         except Dropped as dropped:  # a rule said so: nothing stored or sent
             self.respond(202, {"dropped": True, "rule_id": dropped.rule_id})
             return
+        if source:
+            self.services.devices.seen(self.user_id, source)  # throttled, not awaited
         view = notification_view(record)
         self.respond(201 if created else 200, view, location=f"/api/v1/notifications/{view['id']}")
 

@@ -25,6 +25,7 @@ ACK = "ack"
 ERROR = "error"
 NOTIFICATION_SYNC = "notification_sync"
 DEVICE_STATUS = "device_status"
+DEVICE_CHANGED = "device_changed"  # {device_id, change: added|updated|revoked}: refetch GET /devices
 SYNC_REQUIRED = "sync_required"
 NOTIFICATION_UPDATED = "notification_updated"  # the whole notification, after an update in place
 ACTION_INVOKED = "action_invoked"  # {notification_id, action_id, reply_text?, device_id}: to the source device

@@ -298,7 +298,7 @@ class WS:
             if frame["type"] == frame_type:
                 return frame
 
-    async def expect_silence(self, seconds: float = 0.5, ignore: tuple[str, ...] = ("device_status",)) -> None:
+    async def expect_silence(self, seconds: float = 0.5, ignore: tuple[str, ...] = ("device_status", "device_changed")) -> None:
         try:
             while True:
                 frame = await asyncio.wait_for(self._queue.get(), seconds)

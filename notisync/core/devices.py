@@ -1,6 +1,9 @@
 """Device use cases: register (idempotent by client id), list with presence, rename, revoke."""
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +16,11 @@ from store.documents import DocumentStore, Record, utcnow
 from store.errors import DuplicateKey
 from store.presence import Presence
 from store.streams import Streams
+
+log = logging.getLogger(__name__)
+
+SEEN_SECONDS = 60.0  # a device's last_seen from REST use is written at most this often
+SEEN_LIMIT = 10_000  # throttle entries kept per process before the expired ones are swept
 
 
 class DeviceService:
@@ -27,6 +35,8 @@ class DeviceService:
         self.streams = streams
         self.delivery = delivery
         self.recipients = recipients
+        self._seen: dict[str, float] = {}  # device id -> monotonic time its next write is due
+        self._writes: set[asyncio.Task[None]] = set()  # kept so the loop does not drop them
 
     async def create(self, user_id: str, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         now = utcnow()
@@ -52,6 +62,8 @@ class DeviceService:
         # bumps again, in case the first attempt failed between the two steps.
         await self.streams.bump_device_version(user_id)
         self.recipients.forget(user_id)
+        if created:
+            await self._announce(user_id, stored["id"], "added")
         return device_view(stored, await self._is_online(user_id, stored["id"])), created
 
     async def _check_room(self, user_id: str, device_id: str) -> None:
@@ -78,6 +90,7 @@ class DeviceService:
         device = await self.store.update_device(user_id, device_id, fields)
         if device is None:
             raise NotFound("device not found", code="device_not_found")
+        await self._announce(user_id, device_id, "updated")
         return device_view(device, await self._is_online(user_id, device_id))
 
     async def revoke(self, user_id: str, device_id: str) -> None:
@@ -93,6 +106,14 @@ class DeviceService:
         # Sockets first, so they are told "device revoked" rather than "session ended".
         await self.delivery.revoke_device(user_id, device_id)
         await self.sessions.end_device(user_id, device_id)
+        await self._announce(user_id, device_id, "revoked")
+
+    async def _announce(self, user_id: str, device_id: str, change: str) -> None:
+        """device_changed to the user's open sockets; the change itself is already stored."""
+        try:
+            await self.delivery.liveness.publish_change(user_id, device_id, change)
+        except Exception as exc:  # a dashboard missing one hint is not worth failing the request
+            log.warning("could not announce device %s %s: %r", device_id, change, exc)
 
     async def forget_user(self, user_id: str, device_ids: list[str]) -> None:
         """After an account was deleted from the store: drop its streams, presence and counter from Redis."""
@@ -111,6 +132,29 @@ class DeviceService:
 
     async def touch(self, user_id: str, device_id: str) -> None:
         await self.store.update_device(user_id, device_id, {"last_seen": utcnow()})
+
+    def seen(self, user_id: str, device_id: str) -> None:
+        """Record REST use as the device's last_seen, at most once a minute, off the request path.
+
+        A phone that only posts over REST never opens a socket, so without
+        this it would show no "last seen" at all. The write runs as its own
+        task (the response does not wait for it) and a failure only logs.
+        """
+        now = time.monotonic()
+        if self._seen.get(device_id, 0.0) > now:
+            return
+        if len(self._seen) >= SEEN_LIMIT:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+        self._seen[device_id] = now + SEEN_SECONDS
+        task = asyncio.create_task(self._write_seen(user_id, device_id))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_seen(self, user_id: str, device_id: str) -> None:
+        try:
+            await self.store.update_device(user_id, device_id, {"last_seen": utcnow()})
+        except Exception as exc:
+            log.warning("could not record last_seen of device %s: %r", device_id, exc)
 
     async def _is_online(self, user_id: str, device_id: str) -> bool:
         return device_id in await self.presence.online_devices(user_id)

@@ -10,6 +10,9 @@ publishing node (``"n"``, added by the bus) and the kind (``"k"``):
   exactly this shape, atomically with the appends; decoded here.
 - ``"st"`` DeviceStatus ``{"d": device id}``, body = the ``device_status``
   frame for the user's other devices (live only, never queued).
+- ``"dc"`` DeviceChanged ``{"d": device id}``, body = the ``device_changed``
+  frame for all of the user's sockets (a device added, renamed or revoked;
+  live only, never queued). A node that predates it ignores it.
 - ``"rv"`` Revoked ``{"d": device id}``: close that device's sockets.
 - ``"se"`` SessionEnded ``{"s": [session id, ...]}``: close the sockets opened
   with those sessions.
@@ -21,6 +24,7 @@ from typing import Any, Union
 
 NEW_ENTRIES = "m"  # the fan-out script in store/streams.py writes this kind
 DEVICE_STATUS = "st"
+DEVICE_CHANGED = "dc"
 REVOKED = "rv"
 SESSION_ENDED = "se"
 
@@ -36,6 +40,11 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceChanged:
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Revoked:
     device_id: str
 
@@ -45,13 +54,15 @@ class SessionEnded:
     session_ids: tuple[str, ...]
 
 
-Event = Union[NewEntries, DeviceStatus, Revoked, SessionEnded]
+Event = Union[NewEntries, DeviceStatus, DeviceChanged, Revoked, SessionEnded]
 
 
-def encode(event: DeviceStatus | Revoked | SessionEnded) -> dict[str, Any]:
+def encode(event: DeviceStatus | DeviceChanged | Revoked | SessionEnded) -> dict[str, Any]:
     """The header of an event published from Python (new entries come from the script)."""
     if isinstance(event, DeviceStatus):
         return {"k": DEVICE_STATUS, "d": event.device_id}
+    if isinstance(event, DeviceChanged):
+        return {"k": DEVICE_CHANGED, "d": event.device_id}
     if isinstance(event, SessionEnded):
         return {"k": SESSION_ENDED, "s": list(event.session_ids)}
     return {"k": REVOKED, "d": event.device_id}
@@ -64,6 +75,8 @@ def decode(header: dict[str, Any]) -> Event | None:
         return NewEntries({d: (p, i) for d, (p, i) in header["e"].items()})
     if kind == DEVICE_STATUS:
         return DeviceStatus(header["d"])
+    if kind == DEVICE_CHANGED:
+        return DeviceChanged(header["d"])
     if kind == REVOKED:
         return Revoked(header["d"])
     if kind == SESSION_ENDED:

@@ -40,6 +40,20 @@ class Liveness:
         await self.bus.publish(user_id, events.encode(events.DeviceStatus(device_id)), body)
         hooks.bus_out()
 
+    async def publish_change(self, user_id: str, device_id: str, change: str) -> None:
+        """device_changed to every socket of the user, here and on other nodes: live only.
+
+        Tells open dashboards that the device list changed (added, renamed,
+        revoked) so they refetch it; the renamed device's own sockets hear it too.
+        """
+        body = protocol.frame(protocol.DEVICE_CHANGED, {"device_id": device_id, "change": change})
+        self.broadcast_change(user_id, body)
+        await self.bus.publish(user_id, events.encode(events.DeviceChanged(device_id)), body)
+        hooks.bus_out()
+
+    def broadcast_change(self, user_id: str, body: bytes) -> None:
+        self.hub.broadcast(self.hub.user_connections(user_id), body)
+
     def broadcast_status(self, user_id: str, device_id: str, body: bytes) -> None:
         self.hub.broadcast(self.hub.user_connections(user_id, exclude_device=device_id), body)
 

@@ -198,6 +198,8 @@ class Delivery:
             self.deliver(user_id, event.entries, body)
         elif isinstance(event, events.DeviceStatus):
             self.liveness.broadcast_status(user_id, event.device_id, body)
+        elif isinstance(event, events.DeviceChanged):
+            self.liveness.broadcast_change(user_id, body)
         elif isinstance(event, events.Revoked):
             self._close_device(user_id, event.device_id)
         elif isinstance(event, events.SessionEnded):

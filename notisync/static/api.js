@@ -1,9 +1,15 @@
-// REST client and the tab's session: tokens live in sessionStorage (one login
-// per tab, gone when the tab closes) and the access token is refreshed before
-// it expires, so neither REST calls nor socket reconnects ever present a dead one.
+// REST client and the tab's session. By default the tokens live in
+// sessionStorage (one login per tab, gone when the tab closes). With "Keep me
+// signed in" they live in localStorage instead, shared by every tab of this
+// browser and kept across restarts; logout removes them. The access token is
+// refreshed before it expires, so neither REST calls nor socket reconnects
+// ever present a dead one.
 
 const SESSION_KEY = 'notisync.session';
 const API = '/api/v1';
+// Refresh tokens rotate and a reused one ends the session, so tabs sharing a
+// kept session take turns: one refresh at a time in the whole browser.
+const REFRESH_LOCK = 'notisync.refresh';
 
 export class ApiError extends Error {
   constructor(status, code, message, fields) {
@@ -19,22 +25,40 @@ let refreshing = null;   // the one refresh in flight: rotation kills the old to
 let refreshTimer = 0;
 let onSessionEnd = () => {};
 
-function readSession() {
+function parseSession(text) {
   try {
-    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+    const s = JSON.parse(text || 'null');
     return s && s.access_token && s.refresh_token && s.user ? s : null;
   } catch {
     return null;
   }
 }
 
+/** This tab's own session first, else the one kept for every tab ("Keep me signed in"). */
+function readSession() {
+  return parseSession(sessionStorage.getItem(SESSION_KEY)) || parseSession(localStorage.getItem(SESSION_KEY));
+}
+
+const storageOf = (s) => (s && s.keep ? localStorage : sessionStorage);
+
+// Another tab refreshed the kept session: take its tokens, ours are now used up.
+window.addEventListener('storage', (ev) => {
+  if (ev.key !== SESSION_KEY || ev.storageArea !== localStorage || !session || !session.keep) return;
+  const fresh = parseSession(ev.newValue);
+  if (fresh && fresh.user.id === session.user.id) { session = fresh; scheduleRefresh(); }
+});
+
 /** Called when the server refuses our refresh token: the UI goes back to the login form. */
 export function setSessionEndHandler(fn) { onSessionEnd = fn; }
 
 export function currentSession() { return session; }
 
-function storeTokens(body) {
+function storeTokens(body, extra = {}) {
+  const keep = 'keep' in extra ? extra.keep : Boolean(session && session.keep);
+  const deviceId = 'device_id' in extra ? extra.device_id : (session && session.device_id) || null;
   session = {
+    keep,
+    device_id: deviceId, // the device this session is bound to (POST /devices gave it)
     access_token: body.access_token,
     refresh_token: body.refresh_token,
     // Local clock: only the remaining lifetime matters, not the server's time.
@@ -42,14 +66,17 @@ function storeTokens(body) {
     lifetime: (Number(body.expires_in) || 900) * 1000,
     user: body.user,
   };
-  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  storageOf(session).setItem(SESSION_KEY, JSON.stringify(session));
+  (session.keep ? sessionStorage : localStorage).removeItem(SESSION_KEY);
   scheduleRefresh();
 }
 
+/** Forget the tokens in this tab and, if kept, in every tab of this browser. */
 export function clearSession() {
   session = null;
   clearTimeout(refreshTimer);
   sessionStorage.removeItem(SESSION_KEY);
+  localStorage.removeItem(SESSION_KEY);
 }
 
 /** Refresh a minute (or a fifth of the lifetime, if shorter) before expiry. */
@@ -68,9 +95,23 @@ export function scheduleRefresh() {
 
 export function refresh() {
   if (!refreshing) {
-    refreshing = doRefresh().finally(() => { refreshing = null; });
+    const run = session && session.keep && navigator.locks
+      ? navigator.locks.request(REFRESH_LOCK, refreshShared) : doRefresh();
+    refreshing = run.finally(() => { refreshing = null; });
   }
   return refreshing;
+}
+
+/** Under the browser-wide lock: if another tab already rotated the kept tokens, use theirs. */
+async function refreshShared() {
+  const stored = parseSession(localStorage.getItem(SESSION_KEY));
+  if (session && stored && stored.user.id === session.user.id && stored.refresh_token !== session.refresh_token
+      && stored.expires_at - Date.now() > 10_000) {
+    session = stored;
+    scheduleRefresh();
+    return session.access_token;
+  }
+  return doRefresh();
 }
 
 async function doRefresh() {
@@ -127,15 +168,16 @@ export async function request(method, path, body, { auth = true, retry = true } 
   return data;
 }
 
-export async function login(email, password) {
+/** keep: "Keep me signed in" (localStorage, every tab, across restarts) rather than this tab only. */
+export async function login(email, password, keep = false) {
   const body = await request('POST', '/auth/login', { email, password }, { auth: false });
-  storeTokens(body);
+  storeTokens(body, { keep, device_id: null });
   return session;
 }
 
-export async function signup(email, password) {
+export async function signup(email, password, keep = false) {
   await request('POST', '/auth/register', { email, password }, { auth: false });
-  return login(email, password);
+  return login(email, password, keep);
 }
 
 // -- resources -------------------------------------------------------------
@@ -165,7 +207,7 @@ export async function registerDevice(id, name) {
   const { session: own, ...device } = body;
   if (own && session) {
     const signedIn = session.access_token;
-    storeTokens({ ...own, user: session.user });
+    storeTokens({ ...own, user: session.user }, { device_id: device.id });
     // The sign-in session is not needed any more: end it rather than leave it live.
     fetch(`${API}/auth/logout`, { method: 'POST', headers: { Authorization: `Bearer ${signedIn}` } }).catch(() => {});
   }

@@ -10,6 +10,7 @@ import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
 import { initHub, loadHub, devicesChanged } from './hub.js';
 import { Popups } from './popups.js';
+import { browserName, initSignIn, signInChoices } from './signin.js';
 import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
 
 const OWN_PREFIX = 'notisync.';
@@ -27,6 +28,7 @@ let epoch = 0;          // bumped by teardown: work started for an older session
 let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
 let historyView = null;    // the History toggle and its dismissed-items view (history.js)
 let keysPanel = null;   // a device's API keys (keys.js)
+let chosenName = null;  // the device name typed at sign-in (signin.js)
 
 // -- views -------------------------------------------------------------------
 
@@ -82,10 +84,12 @@ async function onAuthSubmit(ev) {
   error.textContent = '';
   if (!email || !password) { error.textContent = 'Enter your email and password.'; return; }
   if (mode === 'signup' && password.length < 8) { error.textContent = 'The password needs at least 8 characters.'; return; }
+  const { name, keep } = signInChoices($('auth-form'));
+  chosenName = name;
   const buttons = $('auth-form').querySelectorAll('button');
   buttons.forEach((b) => { b.disabled = true; });
   try {
-    await (mode === 'signup' ? api.signup(email, password) : api.login(email, password));
+    await (mode === 'signup' ? api.signup(email, password, keep) : api.login(email, password, keep));
     $('password').value = '';
     await start();
   } catch (err) {
@@ -143,22 +147,17 @@ function teardown() {
 
 // -- start-up ----------------------------------------------------------------
 
-function deviceName() {
-  const ua = navigator.userAgent;
-  const browser = /Edg\//.test(ua) ? 'Edge' : /Firefox\//.test(ua) ? 'Firefox'
-    : /Chrom(e|ium)\//.test(ua) ? 'Chrome' : /Safari\//.test(ua) ? 'Safari' : 'Browser';
-  const os = /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Mac OS/.test(ua) ? 'macOS'
-    : /Windows/.test(ua) ? 'Windows' : /Linux/.test(ua) ? 'Linux' : 'web';
-  return `${browser} on ${os}`;
-}
-
 /** Register once per user and browser; the POST is idempotent for a known id. */
 async function ensureDevice(userId) {
   let id = localStorage.getItem(deviceKey(userId));
+  // A session already bound to this device (a reload, or another tab's kept
+  // session) just checks it still exists: registering again would start a new
+  // session and end the one other tabs share.
+  if (id && api.currentSession().device_id === id) return (await api.getDevice(id)).id;
   for (let tries = 0; tries < 2; tries += 1) {
     if (!id) id = crypto.randomUUID();
     try {
-      const device = await api.registerDevice(id, deviceName());
+      const device = await api.registerDevice(id, chosenName || browserName());
       localStorage.setItem(deviceKey(userId), device.id);
       return device.id;
     } catch (err) {
@@ -301,6 +300,7 @@ function onFrame(frame) {
   const data = frame.data || {};
   switch (frame.type) {
     case 'new_notification':
+      sawDevice(data.source_device_id, data.created_at);
       store.upsert(data);
       popups.show(data);
       render();
@@ -320,9 +320,16 @@ function onFrame(frame) {
       break;
     case 'device_status': {
       const known = devices.find((d) => d.id === data.device_id);
-      if (known) { known.status = data.status; showDevices(); } else { refreshDevices(); }
+      if (known) {
+        known.status = data.status;
+        if (data.status === 'offline') known.last_seen = frame.timestamp || new Date().toISOString();
+        showDevices();
+      } else { refreshDevices(); }
       break;
     }
+    case 'device_changed': // added, renamed or revoked elsewhere: one GET brings the list up to date
+      refreshDevices();
+      break;
     case 'sync_required':
       // The stream could not cover the gap: REST is the source of truth.
       reloadList();
@@ -371,6 +378,14 @@ async function refreshDevices() {
   }
 }
 
+/** A device posted just now (e.g. a phone that only uses REST): it was last seen then. */
+function sawDevice(id, at) {
+  const known = id && devices.find((d) => d.id === id);
+  if (!known || !at || (known.last_seen && known.last_seen >= at)) return;
+  known.last_seen = at;
+  showDevices();
+}
+
 async function onRename(device, name) {
   try {
     const updated = await api.renameDevice(device.id, name);
@@ -397,6 +412,7 @@ async function onRevoke(device) {
 
 function boot() {
   keysPanel = new KeysPanel($('keys-panel'));
+  initSignIn($('auth-form'));
   historyView = new HistoryView({
     filters: () => ({ category: store.category, q: store.q }),
     render,

@@ -2,6 +2,8 @@
 // with textContent or attributes on elements made by createElement: titles are
 // written by arbitrary apps on the phone and must never be parsed as HTML.
 
+import { formatWhen, fullWhen } from './dates.js';
+
 export const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, children = []) {
@@ -19,15 +21,6 @@ function el(tag, props = {}, children = []) {
 /** The words used for a notification in labels, never empty. */
 export function labelOf(n) {
   return (n.title || '').trim() || (n.app_name || '').trim() || 'notification';
-}
-
-function when(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return '';
-  const sameDay = d.toDateString() === new Date().toDateString();
-  return sameDay
-    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
-    : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }
 
 // -- notifications ----------------------------------------------------------
@@ -102,8 +95,9 @@ function updateNote(li, n) {
   p.app.textContent = n.app_name || '';
   p.cat.textContent = n.category || '';
   p.cat.className = `cat cat-${String(n.category || '').toLowerCase()}`;
-  p.time.textContent = when(n.created_at);
+  p.time.textContent = formatWhen(n.created_at);
   p.time.setAttribute('datetime', n.created_at || '');
+  p.time.title = fullWhen(n.created_at);
   p.title.textContent = n.title || n.app_name || '';
   p.body.textContent = n.body || '';
   p.body.hidden = !n.body;
@@ -164,6 +158,11 @@ function deviceRow(d, ownId, { onRename, onRevoke, onKeys }) {
     'data-status': online ? 'online' : 'offline',
   });
   const meta = el('span', { class: 'device-type muted small', text: d.device_type || '' });
+  // Online says it all; otherwise when it was last heard from (socket or REST post).
+  const seen = !online && d.last_seen ? formatWhen(d.last_seen) : '';
+  const lastSeen = el('span', { class: 'last-seen muted small', text: seen ? `last seen ${seen}` : '' });
+  if (seen) { lastSeen.title = fullWhen(d.last_seen); lastSeen.setAttribute('datetime', d.last_seen); }
+  lastSeen.hidden = !seen;
   const head = el('div', { class: 'device-head' }, [name]);
   if (own) head.append(el('span', { class: 'tag', text: 'this browser' }));
   const rename = el('button', { type: 'button', text: 'Rename', 'aria-label': `Rename device: ${d.device_name}` });
@@ -179,7 +178,7 @@ function deviceRow(d, ownId, { onRename, onRevoke, onKeys }) {
     actions.append(revoke);
   }
   const li = el('li', { class: 'device', 'data-id': d.id, 'data-own': String(own) }, [
-    head, el('div', { class: 'device-meta' }, [status, meta]), actions,
+    head, el('div', { class: 'device-meta' }, [status, lastSeen, meta]), actions,
   ]);
   rename.addEventListener('click', () => startRename(li, d, onRename));
   return li;
