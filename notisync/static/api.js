@@ -5,6 +5,8 @@
 // refreshed before it expires, so neither REST calls nor socket reconnects
 // ever present a dead one.
 
+import { readKept, writeKept } from './keptstore.js';
+
 const SESSION_KEY = 'notisync.session';
 const API = '/api/v1';
 // Refresh tokens rotate and a reused one ends the session, so tabs sharing a
@@ -69,6 +71,7 @@ function storeTokens(body, extra = {}) {
   storageOf(session).setItem(SESSION_KEY, JSON.stringify(session));
   (session.keep ? sessionStorage : localStorage).removeItem(SESSION_KEY);
   scheduleRefresh();
+  return session.keep ? writeKept(session).catch(() => {}) : Promise.resolve();
 }
 
 /** Forget the tokens in this tab and, if kept, in every tab of this browser. */
@@ -77,6 +80,7 @@ export function clearSession() {
   clearTimeout(refreshTimer);
   sessionStorage.removeItem(SESSION_KEY);
   localStorage.removeItem(SESSION_KEY);
+  writeKept(null).catch(() => {});
 }
 
 /** Refresh a minute (or a fifth of the lifetime, if shorter) before expiry. */
@@ -104,12 +108,15 @@ export function refresh() {
 
 /** Under the browser-wide lock: if another tab already rotated the kept tokens, use theirs. */
 async function refreshShared() {
-  const stored = parseSession(localStorage.getItem(SESSION_KEY));
-  if (session && stored && stored.user.id === session.user.id && stored.refresh_token !== session.refresh_token
-      && stored.expires_at - Date.now() > 10_000) {
+  let stored = null;
+  try { stored = await readKept(); } catch { stored = parseSession(localStorage.getItem(SESSION_KEY)); }
+  if (session && stored && stored.user.id === session.user.id && stored.refresh_token !== session.refresh_token) {
+    // Ours is spent (another tab rotated it): theirs is the one to use, or to refresh with.
     session = stored;
-    scheduleRefresh();
-    return session.access_token;
+    if (session.expires_at - Date.now() > 10_000) {
+      scheduleRefresh();
+      return session.access_token;
+    }
   }
   return doRefresh();
 }
@@ -127,7 +134,7 @@ async function doRefresh() {
     onSessionEnd('Your session has expired. Please log in again.');
   }
   if (!res.ok) throw errorFrom(res, body);
-  storeTokens(body);
+  await storeTokens(body); // a kept session is committed for every tab before the lock is released
   return session.access_token;
 }
 
