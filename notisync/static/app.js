@@ -1,6 +1,7 @@
 // NotiSync dashboard: wires the session, this browser's device, the live
-// stream and the views together. Modules: api.js (REST + tokens),
-// socket.js (stream), store.js (state), ui.js (DOM).
+// stream and the views together. Modules: api.js (REST + tokens, with
+// keptstore.js for "Keep me signed in"), signin.js (device name), socket.js
+// (stream), store.js (state), ui.js and dates.js (DOM), devicelist.js (Devices).
 
 import * as api from './api.js';
 import { Stream, lastIdKey } from './socket.js';
@@ -8,10 +9,11 @@ import { fetchCounts, actOnAll, debounce } from './bulk.js';
 import { HistoryView } from './history.js';
 import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
-import { initHub, loadHub, devicesChanged } from './hub.js';
+import { initHub, loadHub } from './hub.js';
+import { DeviceList } from './devicelist.js';
 import { Popups } from './popups.js';
 import { browserName, initSignIn, signInChoices } from './signin.js';
-import { $, renderNotifications, clearNotifications, renderDevices, renderConnection, labelOf } from './ui.js';
+import { $, renderNotifications, clearNotifications, renderConnection, labelOf } from './ui.js';
 
 const OWN_PREFIX = 'notisync.';
 const deviceKey = (userId) => `notisync.device.${userId}`;
@@ -19,7 +21,6 @@ const deviceKey = (userId) => `notisync.device.${userId}`;
 const store = new NotificationStore();
 // Browser pop-ups while the tab is hidden; clicking one focuses us and sends clicked.
 const popups = new Popups({ onActivate: (id) => act(id, 'clicked') });
-let devices = [];
 let deviceId = null;
 let stream = null;
 let listGeneration = 0; // a newer list request makes older answers irrelevant
@@ -28,6 +29,7 @@ let epoch = 0;          // bumped by teardown: work started for an older session
 let counts = null;      // GET /notifications/counts: the badge, whatever page is loaded
 let historyView = null;    // the History toggle and its dismissed-items view (history.js)
 let keysPanel = null;   // a device's API keys (keys.js)
+let devices = null;     // the Devices panel (devicelist.js)
 let chosenName = null;  // the device name typed at sign-in (signin.js)
 
 // -- views -------------------------------------------------------------------
@@ -62,15 +64,6 @@ function render() {
   $('clear-all').disabled = items.length === 0;
   $('unread-count').textContent = unread ? `${unread} unread` : '';
   document.title = unread ? `(${unread}) NotiSync` : 'NotiSync';
-}
-
-function showDevices() {
-  // The server never tells a device about itself, and our own presence may
-  // not be registered yet when we list: our socket state is the truth.
-  const online = stream && stream.state === 'connected';
-  const shown = devices.map((d) => (d.id === deviceId ? { ...d, status: online ? 'online' : 'offline' } : d));
-  renderDevices($('devices'), shown, deviceId, { onRename, onRevoke, onKeys: (d) => keysPanel.open(d) });
-  devicesChanged();
 }
 
 // -- auth --------------------------------------------------------------------
@@ -133,7 +126,7 @@ function teardown() {
   if (stream) stream.stop();
   stream = null;
   deviceId = null;
-  devices = [];
+  devices.reset();
   listGeneration += 1;
   store.reset(null);
   store.q = '';
@@ -142,7 +135,6 @@ function teardown() {
   keysPanel.close();
   counts = null;
   clearNotifications($('notifications'));
-  $('devices').replaceChildren();
 }
 
 // -- start-up ----------------------------------------------------------------
@@ -179,6 +171,7 @@ async function start() {
     const id = await ensureDevice(api.currentSession().user.id);
     if (mine !== epoch) return; // logged out while registering
     deviceId = id;
+    devices.ownId = id;
   } catch (err) {
     if (mine !== epoch) return;
     if (err.status === 401) return; // the session ended; the login form is showing
@@ -192,7 +185,7 @@ async function start() {
   // nothing can fall between the two; frames that overlap the page merge by id.
   const current = new Stream({ deviceId, getTicket: api.wsTicket, onFrame, onState, onPolicyClose });
   stream = current;
-  await Promise.all([reloadList(), refreshDevices(), loadHub()]);
+  await Promise.all([reloadList(), devices.refresh(), loadHub()]);
   if (mine === epoch) current.start(); // unless logged out meanwhile
 }
 
@@ -300,7 +293,7 @@ function onFrame(frame) {
   const data = frame.data || {};
   switch (frame.type) {
     case 'new_notification':
-      sawDevice(data.source_device_id, data.created_at);
+      devices.saw(data.source_device_id, data.created_at);
       store.upsert(data);
       popups.show(data);
       render();
@@ -318,17 +311,11 @@ function onFrame(frame) {
       render();
       countsSoon();
       break;
-    case 'device_status': {
-      const known = devices.find((d) => d.id === data.device_id);
-      if (known) {
-        known.status = data.status;
-        if (data.status === 'offline') known.last_seen = frame.timestamp || new Date().toISOString();
-        showDevices();
-      } else { refreshDevices(); }
+    case 'device_status':
+      devices.status(data, frame.timestamp);
       break;
-    }
     case 'device_changed': // added, renamed or revoked elsewhere: one GET brings the list up to date
-      refreshDevices();
+      devices.refresh();
       break;
     case 'sync_required':
       // The stream could not cover the gap: REST is the source of truth.
@@ -341,10 +328,10 @@ function onFrame(frame) {
 
 function onState(state) {
   renderConnection(state);
-  showDevices();
+  devices.show();
   // Presence may have changed while we were away. (Once revoked, this tab's
   // session has ended too: a REST call now would only send it to the login form.)
-  if (state === 'connected') { refreshDevices(); countsSoon(); }
+  if (state === 'connected') { devices.refresh(); countsSoon(); }
   if (state === 'revoked') {
     $('banner-text').textContent = 'This browser was removed from your devices, so it no longer receives notifications.';
     $('banner').hidden = false;
@@ -365,61 +352,19 @@ async function onPolicyClose(reason) {
   }
 }
 
-// -- devices ---------------------------------------------------------------------
-
-async function refreshDevices() {
-  try {
-    const body = await api.listDevices();
-    devices = body.devices || [];
-    $('devices-error').textContent = '';
-    showDevices();
-  } catch (err) {
-    if (err.status !== 401) $('devices-error').textContent = `Could not load devices: ${err.message}`;
-  }
-}
-
-/** A device posted just now (e.g. a phone that only uses REST): it was last seen then. */
-function sawDevice(id, at) {
-  const known = id && devices.find((d) => d.id === id);
-  if (!known || !at || (known.last_seen && known.last_seen >= at)) return;
-  known.last_seen = at;
-  showDevices();
-}
-
-async function onRename(device, name) {
-  try {
-    const updated = await api.renameDevice(device.id, name);
-    devices = devices.map((d) => (d.id === updated.id ? { ...d, ...updated } : d));
-  } catch (err) {
-    $('devices-error').textContent = `Could not rename “${device.device_name}”: ${err.message}`;
-  }
-  showDevices();
-}
-
-async function onRevoke(device) {
-  if (!window.confirm(`Revoke “${device.device_name}”? It will be signed out and stop receiving notifications.`)) return;
-  try {
-    await api.revokeDevice(device.id);
-    devices = devices.filter((d) => d.id !== device.id);
-    if (keysPanel.device && keysPanel.device.id === device.id) keysPanel.close();
-  } catch (err) {
-    if (err.status !== 404) $('devices-error').textContent = `Could not revoke “${device.device_name}”: ${err.message}`;
-  }
-  refreshDevices();
-}
-
 // -- boot --------------------------------------------------------------------------
 
 function boot() {
   keysPanel = new KeysPanel($('keys-panel'));
   initSignIn($('auth-form'));
+  devices = new DeviceList({ ownOnline: () => Boolean(stream && stream.state === 'connected'), keysPanel });
   historyView = new HistoryView({
     filters: () => ({ category: store.category, q: store.q }),
     render,
     showError: (text) => { $('list-error').textContent = text; },
   });
   api.setSessionEndHandler((message) => { teardown(); showAuth(message); });
-  initHub(() => devices);
+  initHub(() => devices.items);
   $('auth-form').addEventListener('submit', onAuthSubmit);
   $('logout').addEventListener('click', logout);
   $('load-more').addEventListener('click', () => loadPage());
