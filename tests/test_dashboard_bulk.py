@@ -7,6 +7,20 @@ import re
 from playwright.async_api import Browser, expect
 
 from tests.harness import Node, call
+
+
+def decode_qr(view_box: str, path: str) -> str:
+    """Rasterise the dashboard's QR path (one ``M x y h1v1h-1z`` per dark module) and decode it with zxing."""
+    import numpy
+    import zxingcpp
+    size = int(view_box.split()[2])
+    scale = 8
+    image = numpy.full((size * scale, size * scale), 255, dtype=numpy.uint8)
+    for x, y in re.findall(r"M(\d+) (\d+)h1v1h-1z", path):
+        image[int(y) * scale:(int(y) + 1) * scale, int(x) * scale:(int(x) + 1) * scale] = 0
+    found = zxingcpp.read_barcodes(image)
+    assert found, "no QR code found"
+    return found[0].text
 from tests.test_dashboard import auth, browser, dash_node, new_email, open_tab, phone_for  # noqa: F401 (fixtures)
 
 
@@ -100,6 +114,10 @@ async def test_a_devices_api_keys_panel(dash_node: Node, browser: Browser) -> No
     shown = a.page.locator("#new-key")
     await expect(shown).to_have_text(re.compile(r"^nsk_"))
     key = await shown.text_content()
+    # the QR code beside it, decoded from the drawn modules by an independent reader, is the key
+    qr = a.page.get_by_role("img", name="QR code of the new API key")
+    await expect(qr).to_be_visible()
+    assert decode_qr(await qr.get_attribute("viewBox"), await qr.locator("path").get_attribute("d")) == key
     rows = a.page.locator("#keys-list > li")
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_contain_text("Tasker")
@@ -115,4 +133,5 @@ async def test_a_devices_api_keys_panel(dash_node: Node, browser: Browser) -> No
     await a.page.get_by_role("button", name="Close API keys").click()
     await expect(panel).to_be_hidden()
     await expect(shown).to_have_text("")  # the key leaves the page with the panel
+    await expect(a.page.locator("#new-key-qr svg")).to_have_count(0)
     a.assert_clean()

@@ -3,6 +3,7 @@
 // list, which is rebuilt on every presence change.
 
 import { request } from './api.js';
+import { qrSvg } from './qr.js';
 
 const path = (deviceId, keyId) =>
   `/devices/${encodeURIComponent(deviceId)}/api-keys${keyId ? `/${encodeURIComponent(keyId)}` : ''}`;
@@ -27,6 +28,7 @@ export class KeysPanel {
     this.$('keys-title').textContent = `API keys: ${device.device_name}`;
     this.$('new-key-box').hidden = true;
     this.$('new-key').textContent = '';
+    this.$('new-key-qr').replaceChildren();
     this.$('keys-error').textContent = '';
     await this.refresh();
   }
@@ -35,6 +37,7 @@ export class KeysPanel {
     this.device = null;
     this.root.hidden = true;
     this.$('new-key').textContent = ''; // the key leaves the page with the panel
+    this.$('new-key-qr').replaceChildren();
     this.$('keys-list').replaceChildren();
   }
 
@@ -80,6 +83,7 @@ export class KeysPanel {
     try {
       const made = await request('POST', path(device.id), name ? { name } : {});
       this.$('new-key').textContent = made.key;
+      this.$('new-key-qr').replaceChildren(qrSvg(made.key, 'QR code of the new API key'));
       this.$('new-key-box').hidden = false;
       this.$('key-name').value = '';
       await this.refresh();
