@@ -154,8 +154,8 @@ async def test_dates_on_older_items(dash_node: Node, browser: Browser) -> None:
     fmt = ("([iso, now]) => import('/static/dates.js').then((m) => m.formatWhen(iso, new Date(now), 'en-US'))")
     today = await a.page.evaluate(fmt, ["2026-11-30T14:03:00", "2026-11-30T20:00:00"])
     assert re.fullmatch(r"0?2:03\s?PM", today), today
-    assert await a.page.evaluate(fmt, ["2026-11-28T14:03:00", "2026-11-30T20:00:00"]) == "Nov 28, 02:03 PM"
-    assert await a.page.evaluate(fmt, ["2025-11-28T14:03:00", "2026-01-02T20:00:00"]) == "Nov 28, 2025, 02:03 PM"
+    assert await a.page.evaluate(fmt, ["2026-11-28T14:03:00", "2026-11-30T20:00:00"]) == "Nov 28, 2:03 PM"
+    assert await a.page.evaluate(fmt, ["2025-11-28T14:03:00", "2026-01-02T20:00:00"]) == "Nov 28, 2025, 2:03 PM"
     assert await a.page.evaluate(fmt, ["nonsense", "2026-01-02T20:00:00"]) == ""
 
     # in the list: seen from three days later, today's items carry their date
@@ -221,4 +221,45 @@ async def test_usable_on_a_phone_viewport(dash_node: Node, browser: Browser) -> 
     await expect(a.page.locator("#notifications > li")).to_have_count(0)
     await a.page.evaluate("() => window.scrollTo(0, 0)")
     await a.page.screenshot(path=os.path.join(OUT, "41-mobile.png"))
+    a.assert_clean()
+
+
+async def test_screenshots(dash_node: Node, browser: Browser) -> None:
+    """Desktop light, desktop dark and phone-sized views of one account, into test-output/dashboard/
+    (docs/dashboard*.png are copies of these)."""
+    email = new_email()
+    a = await open_tab(browser, dash_node, "light")
+    await a.page.get_by_label("Name for this browser").fill("Chrome on the work laptop")
+    await auth(a, email, "Sign up")
+    phone, device = await phone_for(dash_node, email)
+    await phone.call("PUT", f"/api/v1/devices/{device}", {"device_name": "Pixel 8"})
+    for title, app, category, body in [
+        ("Standup moved to 10:30", "Calendar", "Work", "Room 4B, bring the release notes"),
+        ("Your parcel is out for delivery", "Post", "Personal", "Expected between 13:00 and 15:00"),
+        ("50% off everything this weekend", "ShopMart", "Junk", "Use code WEEKEND at checkout"),
+        ("Build #512 passed", "CI", "Work", "main · 4 min 12 s"),
+        ("Ana: are we still on for dinner?", "Messages", "Personal", "8 pm at the usual place?"),
+    ]:
+        await phone.post(title, device=device, app_name=app, category=category, body=body)
+    await expect(a.page.locator("#notifications > li")).to_have_count(5)
+    await a.page.get_by_role("button", name="Mark read: Build #512 passed").click()
+    await expect(a.page.locator("#unread-count")).to_have_text("4 unread")
+    await expect(a.page.locator(f"#devices > li[data-id='{device}'] .last-seen")).to_be_visible()
+    await a.page.screenshot(path=os.path.join(OUT, "dashboard-light.png"))
+
+    state = await a.context.storage_state()
+    for name, options in (("dark", {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"}),
+                          ("mobile", {"viewport": MOBILE, "device_scale_factor": 2})):
+        context = await browser.new_context(storage_state=state, **options)
+        page = await context.new_page()
+        await page.goto(dash_node.base + "/")
+        # storage_state carries localStorage only: this tab signs in from the form like a new one
+        await page.get_by_label("Email").fill(email)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+        await expect(page.locator("#notifications > li")).to_have_count(5)
+        await expect(page.locator("#unread-count")).to_have_text("4 unread")
+        await page.screenshot(path=os.path.join(OUT, f"dashboard-{name}.png"))
+        await context.close()
     a.assert_clean()

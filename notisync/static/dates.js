@@ -2,7 +2,7 @@
 // the date and time before that ("Nov 28, 14:03"), and the year too when it is
 // not this year ("Nov 28, 2025, 14:03"). The hour format follows the locale.
 
-const TIME = { hour: '2-digit', minute: '2-digit' };
+const TIME = { hour: 'numeric', minute: '2-digit' };
 
 /** iso: a timestamp string; now: a Date (tests pass one). '' for anything unparsable. */
 export function formatWhen(iso, now = new Date(), locale = undefined) {
