@@ -117,6 +117,11 @@ async def test_keep_me_signed_in_across_tabs(dash_node: Node, browser: Browser) 
     await phone.post("Still here", device=device)
     await expect(a.note("Still here")).to_be_visible()
     await expect(t2.note("Still here")).to_be_visible()
+    # the two tabs are one device, which the server never tells about its own actions: the tabs tell each other
+    await a.page.get_by_role("button", name="Mark read: Still here").click()
+    await expect(t2.note("Still here")).to_have_attribute("data-unread", "false")
+    await t2.page.get_by_role("button", name="Dismiss: Still here").click()
+    await expect(a.note("Still here")).to_have_count(0)
 
     # a restart: a new context with the stored state opens signed in
     state = await a.context.storage_state()

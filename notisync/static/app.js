@@ -11,6 +11,7 @@ import { KeysPanel } from './keys.js';
 import { NotificationStore } from './store.js';
 import { initHub, loadHub } from './hub.js';
 import { DeviceList } from './devicelist.js';
+import { TabSync } from './tabs.js';
 import { Popups } from './popups.js';
 import { browserName, initSignIn, signInChoices } from './signin.js';
 import { $, renderNotifications, clearNotifications, renderConnection, labelOf } from './ui.js';
@@ -30,6 +31,7 @@ let counts = null;      // GET /notifications/counts: the badge, whatever page i
 let historyView = null;    // the History toggle and its dismissed-items view (history.js)
 let keysPanel = null;   // a device's API keys (keys.js)
 let devices = null;     // the Devices panel (devicelist.js)
+let tabs = null;        // sibling tabs of this device (tabs.js)
 let chosenName = null;  // the device name typed at sign-in (signin.js)
 
 // -- views -------------------------------------------------------------------
@@ -210,6 +212,7 @@ async function onAll(action) {
   try {
     await actOnAll(action, { category: store.category, deviceId });
     for (const n of store.visible()) { if (action === 'read') store.markRead(n.id); else store.dismiss(n.id); }
+    tabs.post({ bulk: true });
     if (action === 'dismissed') await reloadList(); else render();
   } catch (err) {
     if (err.status !== 401) $('list-error').textContent = `Could not update the notifications: ${err.message}`;
@@ -249,6 +252,7 @@ async function act(id, action) {
   render(); // optimistic: the server only ever moves flags forward, so it will agree
   try {
     await api.actOn(id, action, deviceId);
+    tabs.post({ id, action });
     countsSoon();
   } catch (err) {
     if (err.status === 404) { store.dismiss(id); render(); return; } // gone (expired): drop it
@@ -357,6 +361,13 @@ async function onPolicyClose(reason) {
 function boot() {
   keysPanel = new KeysPanel($('keys-panel'));
   initSignIn($('auth-form'));
+  tabs = new TabSync(() => deviceId, (msg) => {
+    if (msg.bulk) { reloadList(); historyView.refresh(); return; }
+    if (msg.action === 'dismissed') store.dismiss(msg.id); else store.markRead(msg.id);
+    popups.withdraw(msg.id);
+    render();
+    countsSoon();
+  });
   devices = new DeviceList({ ownOnline: () => Boolean(stream && stream.state === 'connected'), keysPanel });
   historyView = new HistoryView({
     filters: () => ({ category: store.category, q: store.q }),
