@@ -38,6 +38,8 @@ class ActionHandler(BaseHandler):
         data = schemas.load(schemas.ACTION, self.json_body())
         device_id = self.acting_device(data.get("device_id") or self.device_header())
         record = await self.services.notifications.act(self.user_id, notification_id, data["action"], device_id)
+        if device_id:
+            self.services.devices.seen(self.user_id, device_id)  # throttled, not awaited
         self.respond(200, notification_view(record))
 
 

@@ -84,6 +84,16 @@ async def test_last_seen_write_is_throttled(dash_node: Node) -> None:
     await user.post("two", device=device)
     await asyncio.sleep(0.5)  # time for a (wrongly) unthrottled write to land; the check below can fail
     assert (await user.call("GET", f"/api/v1/devices/{device}")).body["last_seen"] == first
+    # a device that only acts (e.g. a forwarder marking a notification dismissed) is seen too
+    other = await user.device("mobile", "Tablet")
+    note = await user.post("three", device=device)
+    r = await user.call("PUT", f"/api/v1/notifications/{note['id']}/action", {"action": "dismissed", "device_id": other})
+    assert r.status == 200, r.body
+    for _ in range(100):
+        if (await user.call("GET", f"/api/v1/devices/{other}")).body["last_seen"]:
+            break
+        await asyncio.sleep(0.1)
+    assert (await user.call("GET", f"/api/v1/devices/{other}")).body["last_seen"], "acting did not set last_seen"
 
 
 async def test_keep_me_signed_in_across_tabs(dash_node: Node, browser: Browser) -> None:
