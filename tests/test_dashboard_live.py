@@ -145,6 +145,7 @@ async def test_keep_me_signed_in_across_tabs(dash_node: Node, browser: Browser) 
     await a.page.get_by_role("button", name="Log out").click()
     await expect(a.page.locator("#auth-view")).to_be_visible()
     assert await a.page.evaluate("() => localStorage.getItem('notisync.session')") is None
+    await expect(page2.locator("#auth-error")).to_have_text("You were signed out in another tab.")
     page4 = await a.context.new_page()
     await page4.goto(dash_node.base + "/")
     await expect(page4.locator("#auth-view")).to_be_visible()

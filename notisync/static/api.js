@@ -46,6 +46,12 @@ const storageOf = (s) => (s && s.keep ? localStorage : sessionStorage);
 // Another tab refreshed the kept session: take its tokens, ours are now used up.
 window.addEventListener('storage', (ev) => {
   if (ev.key !== SESSION_KEY || ev.storageArea !== localStorage || !session || !session.keep) return;
+  if (ev.newValue === null) { // signed out in another tab (or its session ended): so is this one
+    session = null;
+    clearTimeout(refreshTimer);
+    onSessionEnd('You were signed out in another tab.');
+    return;
+  }
   const fresh = parseSession(ev.newValue);
   if (fresh && fresh.user.id === session.user.id) { session = fresh; scheduleRefresh(); }
 });
