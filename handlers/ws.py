@@ -72,8 +72,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         self._tokens = self._burst
         self._last_refill = time.monotonic()
         self._rejected = 0
+        lifecycle = self.services.lifecycle
         try:
-            device = await self._authenticate()
+            with lifecycle.working():  # a shutdown waits for the check before Redis goes
+                device = await self._authenticate()
         except ApiError as exc:
             self.close(protocol.CLOSE_POLICY, exc.message[:120])
             return
@@ -85,7 +87,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             return
         last_id = self.get_query_argument("last_id", None)
         self._release_request()
+        if lifecycle.draining:  # shutting down: connect elsewhere
+            self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+            return
+        # Counted as work in flight from now: a shutdown lets the set-up finish,
+        # then closes the socket with 1001 like any other.
+        lifecycle.begin()
         self._setup: asyncio.Future[None] = asyncio.ensure_future(self._connect(device, last_id))
+        self._setup.add_done_callback(lambda _: lifecycle.end())
         await asyncio.shield(self._setup)
 
     def _release_request(self) -> None:

@@ -6,35 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import time
 from typing import Iterator
 
-import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from notisync.core.auth import legacy_scrypt_hash
 from tests.harness import WS, Node, call, new_user
-
-
-@pytest.fixture
-def stopped() -> Iterator[list[Node]]:
-    """Nodes a test started; stopped (exit 0) and cleaned up afterwards."""
-    started: list[Node] = []
-    yield started
-    for n in started:
-        assert n.stop() == 0, n.log()
-    for n in started:
-        shutil.rmtree(n.data_dir, ignore_errors=True)
-
-
-def start(stopped: list[Node], *extra: str, **kw) -> Node:
-    n = Node(extra=list(extra), **kw).start()
-    stopped.append(n)
-    return n
+from tests.test_limits import start, stopped  # noqa: F401  (stopped: the fixture)
 
 
 async def until(check, timeout: float = 30.0, step: float = 0.05) -> None:
