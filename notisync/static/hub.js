@@ -199,12 +199,16 @@ function fillDevices() {
   if (devicesOf().some((d) => d.id === chosen)) select.value = chosen;
 }
 
+let prefsEdits = 0; // bumped by every edit of the form: a load that answers after one must not undo it
+
 async function loadPrefs() {
   const id = $('prefs-device').value;
   $('prefs-status').textContent = '';
   if (!id) return;
+  const edits = prefsEdits;
   try {
-    showPrefs(await request('GET', `/devices/${encodeURIComponent(id)}/preferences`));
+    const prefs = await request('GET', `/devices/${encodeURIComponent(id)}/preferences`);
+    if (edits === prefsEdits && id === $('prefs-device').value) showPrefs(prefs);
   } catch (err) {
     if (err.status !== 401) $('prefs-status').textContent = `Could not load: ${err.message}`;
   }
@@ -251,6 +255,7 @@ export function initHub(getDevices) {
   $('rule-cancel').addEventListener('click', resetForm);
   $('rule-test').addEventListener('submit', onTest);
   $('prefs-device').addEventListener('change', loadPrefs);
+  $('prefs-form').addEventListener('input', (ev) => { if (ev.target.id !== 'prefs-device') prefsEdits += 1; });
   $('prefs-form').addEventListener('submit', onPrefsSubmit);
 }
 
