@@ -55,7 +55,9 @@ async def test_a_file_from_before_the_index_is_indexed_at_open(tmp_path) -> None
     old = note("u1", title="Invoice 50% OFF", body="from the old days")
     with sqlite3.connect(path) as db:
         db.executescript(SCHEMA)  # the tables as they were, no search index
-        cols = [c for c in old if c != "pending"]
+        # Only the columns the first schema had (later ones come by migration).
+        first = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
+        cols = [c for c in old if c in first]
         values = [v.isoformat(timespec="milliseconds") if isinstance(v, dt.datetime) else v for v in
                   (old[c] for c in cols)]
         db.execute(f"INSERT INTO notifications ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
