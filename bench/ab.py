@@ -114,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in targets:
             if name in gens:
                 gens[name].stop()
+            # A missing delivery is explained here or not at all (e.g. sockets
+            # whose auth timed out in a connect burst on a starved machine).
+            for node in targets[name].nodes:
+                problems = node.log_problems(limit=5)
+                print(f"{name} log: {problems['count']} warning/error line(s), {problems['errors']} error(s)")
+                for line in problems["first"]:
+                    print(f"  {line[:200]}")
             targets[name].stop()
     print("medians:")
     for key in sorted({k for f in figures.values() for k in f}):
