@@ -48,6 +48,7 @@ class RuleService:
         self.limit = limit
         # user id -> (checked at, counter value, compiled rules)
         self._cache: OrderedDict[str, tuple[float, bytes | None, RuleSet]] = OrderedDict()
+        self._riding: set[str] = set()  # users whose counter an MGET in flight is re-reading
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         return [rule_view(r) for r in await self.store.list_rules(user_id)]
@@ -83,7 +84,13 @@ class RuleService:
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[2]
         others = self._due(user_id, now)
-        versions = await self.redis.mget([self.keys.rules_version(u) for u in (user_id, *others)])
+        # Marked while their MGET is out, so concurrent checks (many, at
+        # saturation) do not each carry the same hundreds of keys again.
+        self._riding.update(others)
+        try:
+            versions = await self.redis.mget([self.keys.rules_version(u) for u in (user_id, *others)])
+        finally:
+            self._riding.difference_update(others)
         version = versions[0]
         self._rode_along(others, versions[1:], now)
         if cached is not None and cached[1] == version:
@@ -109,7 +116,7 @@ class RuleService:
         for seen, other in enumerate(reversed(self._cache)):  # most recently used first
             if seen >= RIDE_ALONG_SCAN or len(due) >= RIDE_ALONG_MAX:
                 break
-            if other != user_id and now - self._cache[other][0] >= RIDE_ALONG_SECONDS:
+            if other != user_id and other not in self._riding and now - self._cache[other][0] >= RIDE_ALONG_SECONDS:
                 due.append(other)
         return due
 
