@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--settle", type=float, default=2.0, help="seconds between the sockets connecting and a window")
     g.add_argument("--notisync-args", default="",
                    help='NotiSync flags beyond port/data dir, e.g. "--ws-rate-limit 0" (default: none, as shipped)')
+    g.add_argument("--tree", default=None, metavar="DIR",
+                   help="run NotiSync from this checkout (e.g. a worktree of main) instead of this one: "
+                        "with --variant, an old-against-new run in the same windows")
     g.add_argument("--variant", action="append", default=[], metavar='NAME="FLAGS"',
                    help="an extra NotiSync row, notisync[NAME], with these of the four flags above changed")
 
@@ -73,7 +76,7 @@ class Entry:
     def __init__(self, target: Target, opts: argparse.Namespace, name: str | None = None) -> None:
         self.target, self.settle = target, opts.settle
         self.options = {"loop": opts.gen_loop, "frame_ids": opts.frame_ids, "resume": False}
-        self.config = {k: getattr(opts, k) for k in ("gen_loop", "frame_ids", "settle", "notisync_args")}
+        self.config = {k: getattr(opts, k) for k in ("gen_loop", "frame_ids", "settle", "notisync_args", "tree")}
         if name:
             target.name = name
         self.name = target.name
@@ -84,7 +87,8 @@ def pick(args: argparse.Namespace) -> list[Entry]:
     chosen: list[Entry] = []
     for name in [n for n in (args.only or DEFAULT_TARGETS).split(",") if n]:
         if name == "notisync":
-            chosen.append(Entry(NotiSync(uvloop=args.uvloop, flags=shlex.split(args.notisync_args)), args))
+            chosen.append(Entry(NotiSync(uvloop=args.uvloop, flags=shlex.split(args.notisync_args),
+                                         root=args.tree), args))
         elif name in peers:
             chosen.append(Entry(peers[name], args))
         else:
@@ -92,7 +96,7 @@ def pick(args: argparse.Namespace) -> list[Entry]:
     for spec in args.variant:
         label, _, flags = spec.partition("=")
         opts = _variant_parser().parse_args(shlex.split(flags), namespace=argparse.Namespace(**vars(args)))
-        target = NotiSync(uvloop=args.uvloop, flags=shlex.split(opts.notisync_args))
+        target = NotiSync(uvloop=args.uvloop, flags=shlex.split(opts.notisync_args), root=opts.tree)
         chosen.append(Entry(target, opts, f"notisync[{label}]"))
     return chosen
 

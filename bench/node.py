@@ -20,25 +20,27 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 class ServerNode:
     """`python run.py` in its own session, so a Ctrl-C meant for us does not reach it first."""
 
-    def __init__(self, args: list[str] | None = None, data_dir: str | None = None) -> None:
+    def __init__(self, args: list[str] | None = None, data_dir: str | None = None, root: str | None = None) -> None:
         # /tmp keeps the embedded redis unix socket path short enough. Nodes
         # given the same data dir share its SQLite file and embedded redis.
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
         self.extra_args = list(args or [])
+        # Another checkout's run.py (an A/B run: old tree against new, in the same windows).
+        self.root = os.path.abspath(root) if root else ROOT
         self.port = free_port()
         self.log_path = os.path.join(self.data_dir, f"node-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        args = [sys.executable, os.path.join(ROOT, "run.py"), "--port", str(self.port),
+        args = [sys.executable, os.path.join(self.root, "run.py"), "--port", str(self.port),
                 "--data-dir", self.data_dir, "--log-level", "INFO",
                 "--post-rate", "0",  # the benchmark measures delivery, not the per-user post limit
                 "--register-rate", "0",  # it registers its many users from one address
                 "--max-connections-per-address", "0",  # and opens thousands of sockets from it
                 *self.extra_args]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, start_new_session=True,
-                                         env={**os.environ, "PYTHONPATH": ROOT})
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.root, start_new_session=True,
+                                         env={**os.environ, "PYTHONPATH": self.root})
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

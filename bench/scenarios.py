@@ -184,6 +184,10 @@ async def window(fleet: Fleet, kind: str, settle: float, duration: float, drain:
     else:
         report = await saturate_on_delivery(fleet, duration, window, drain, tag, on_sent=window_over)
     report["resources"], report["machine"] = marks[0]
+    # From the first send to the last delivery (or the drain's end): all the
+    # work the window's notifications caused, even on a server that lagged
+    # behind its window on a busy machine (bench/ab.py divides this by sent).
+    report["drained_resources"] = _window_cpu(groups, before, machine_before)[0]
     report.update(connect=conn, settle=settle, settle_resources=settled, disconnect=await fleet.disconnect())
     fleet.current_tag = "?"
     return report

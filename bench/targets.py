@@ -53,13 +53,14 @@ class NotiSync(Target):
     # No per-socket rate limit: the phones in a saturation run send as fast as they are answered.
     FLAGS = ["--ws-rate-limit", "0", "--log-level", "WARNING"]
 
-    def __init__(self, nodes: int = 1, uvloop: bool = False, flags: list[str] | None = None) -> None:
+    def __init__(self, nodes: int = 1, uvloop: bool = False, flags: list[str] | None = None,
+                 root: str | None = None) -> None:
         super().__init__()
         self.name = "notisync" if nodes == 1 else f"notisync-{nodes}-nodes"
         data_dir = tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
         # flags=[]: `python run.py` as shipped (rate limit 50/s, burst 200; log level INFO)
         flags = (self.FLAGS if flags is None else list(flags)) + (["--event-loop", "uvloop"] if uvloop else [])
-        self.nodes = [ServerNode(flags, data_dir) for _ in range(nodes)]
+        self.nodes = [ServerNode(flags, data_dir, root) for _ in range(nodes)]
         self.data_dir = data_dir
 
     def start(self) -> None:

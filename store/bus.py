@@ -56,6 +56,9 @@ class Bus:
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
+        # How this node's publications start: the header's first field, as
+        # publish() and the fan-out script (store/streams.py) both write it.
+        self._own_prefix = b'{"n":"' + node_id.encode() + b'"'
         self._on_message: MessageHandler | None = None
         self._on_reconnect: ReconnectHandler | None = None
         self._conn: Connection | None = None
@@ -188,6 +191,11 @@ class Bus:
         return await conn.read_response(timeout=math.inf, push_request=True)
 
     def _dispatch(self, channel: bytes, payload: bytes) -> None:
+        # Every fan-out this node makes comes back here (it is subscribed to
+        # the user's channel); skip its own by the header's first bytes, with
+        # no JSON parse, unless some echo is being watched for.
+        if payload.startswith(self._own_prefix) and not self._watching_echoes():
+            return
         head, _, body = payload.partition(b"\n")
         try:
             header = json.loads(head)
@@ -198,6 +206,14 @@ class Bus:
                 self._on_message(user_id, header, body)
         except Exception:  # a bad message must not stop the listener
             log.exception("could not handle a pub/sub message on %r", channel)
+
+    def _watching_echoes(self) -> bool:
+        """Is any user's own echo still wanted? (Forgets the watches that ran out.)"""
+        if self._echo_until:
+            now = asyncio.get_running_loop().time()
+            for user_id in [u for u, until in self._echo_until.items() if until <= now]:
+                del self._echo_until[user_id]
+        return bool(self._echo_until)
 
     def _own_echo_wanted(self, user_id: str) -> bool:
         until = self._echo_until.get(user_id)

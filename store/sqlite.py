@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from store.errors import DuplicateKey
@@ -25,6 +24,7 @@ from store.sqlite_content import ContentUpdates
 from store.sqlite_phone import PhoneRows
 from store.sqlite_schema import SCHEMA, migrate
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
+from store.sqlite_worker import Worker
 from store.sqlite_rows import (
     USER_COLS,
     SESSION_COLS,
@@ -54,18 +54,16 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: Worker | None = None
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
         self._checkpointer: Checkpointer | None = None
 
     # -- plumbing -----------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._conn is None:
+        if self._worker is None or self._conn is None:
             raise RuntimeError("SQLiteStore is not open")
-        conn = self._conn
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, conn)
+        return await self._worker.call(fn, self._conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in an IMMEDIATE transaction (shared with concurrent writes,
@@ -102,20 +100,19 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
             return
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        loop = asyncio.get_running_loop()
+        self._worker = Worker("sqlite-store")
         try:
-            self._conn = await loop.run_in_executor(self._executor, self._connect)
+            self._conn = await self._worker.call(self._connect)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._worker.stop()
+            self._worker = None
             raise
         self._writer = GroupWriter(self._run)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
 
     async def close(self) -> None:
-        if self._executor is None:
+        if self._worker is None:
             return
         if self._writer is not None:
             await self._writer.drain()
@@ -123,8 +120,8 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         if self._conn is not None:
             await self._run(lambda conn: conn.close())
         self._conn = None
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        self._worker.stop()
+        self._worker = None
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None

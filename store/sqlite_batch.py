@@ -27,6 +27,8 @@ MAX_BATCH = 256
 
 def run_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
     """On the worker thread: every job in one transaction; (ok, result or exception) each."""
+    if len(jobs) == 1:
+        return [_run_alone(conn, jobs[0])]
     results: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -47,6 +49,31 @@ def run_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def _run_alone(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    """One job in its own transaction: no savepoint needed, its failure rolls back everything.
+
+    Below saturation most batches hold one write; the SAVEPOINT and RELEASE
+    were two of its five statements.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        value = job(conn)
+    except Exception as exc:  # the caller's error, not the batch's
+        conn.execute("ROLLBACK")
+        return False, exc
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True, value
 
 
 class GroupWriter(Batcher[Job]):

@@ -79,3 +79,23 @@ def test_independent_case_accounts_for_every_delivery_without_frame_ids():
             assert r["sent"] > 0 and r["received"] == r["expected"] == 4 * r["sent"], (target, scenario)
             assert r["resources"]["server"]["cpu_s"] >= 0 and r["disconnect"]["server_connections_left"] == 0
     assert "Targets (issue 10, this case)" in run.stdout
+
+
+def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delivery(tmp_path):
+    """bench/ab.py: an old and a new tree at once (here both this one, from two paths)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "ab.py"), "--old", str(other), "--users", "6",
+         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "50", "--saturation"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"old={other} new={ROOT}")
+    for kind in ("latency", "saturate"):
+        (line,) = [ln for ln in lines if ln.startswith(f"run 0 {kind}")]
+        assert line.count("missing 0") == 2 and "ERROR" not in line
+    assert "missing deliveries: 0" in run.stdout and "new/old" in run.stdout

@@ -68,3 +68,33 @@ async def test_many_concurrent_writes_are_all_committed_before_close(tmp_path: A
         assert len(rows) == 600
     finally:
         await again.close()
+
+
+async def test_a_failed_write_alone_leaves_none_of_its_statements(store: SQLiteStore) -> None:
+    # A batch of one runs without savepoints: its failure must still undo it whole.
+    kept = note("u1")
+    await store.create_notification(kept)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM notifications")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        await store._write(half_then_fail)
+    assert await list_ids(store, "u1") == [kept["id"]]
+    with pytest.raises(DuplicateKey):  # a lone unique violation is still the caller's DuplicateKey
+        await store.create_notification(note("u1", id=kept["id"], source_key="other"))
+    fresh = note("u1")
+    assert (await store.create_notification(fresh))[1]  # and the connection is usable after both
+    assert sorted(await list_ids(store, "u1")) == sorted([kept["id"], fresh["id"]])
+
+
+async def test_a_cancelled_caller_does_not_stop_its_write_or_the_next(store: SQLiteStore) -> None:
+    # As with run_in_executor: a write its caller stopped awaiting still runs, and nothing jams.
+    first = note("u1")
+    task = asyncio.ensure_future(store.create_notification(first))
+    await asyncio.sleep(0)
+    task.cancel()
+    second = note("u1")
+    assert (await store.create_notification(second))[1]
+    assert sorted(await list_ids(store, "u1")) == sorted([first["id"], second["id"]])

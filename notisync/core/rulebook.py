@@ -2,8 +2,9 @@
 
 The ingest never reads rules from the store: each node keeps every active
 user's compiled rules with the value of the user's rules-version counter in
-Redis, and re-reads that counter at most every ``CACHE_SECONDS`` (one GET,
-no store round trip). A change anywhere writes the store, then bumps the
+Redis, and re-reads that counter at most every ``CACHE_SECONDS`` (one MGET
+for the user and other active users whose check is half due; no store
+round trip). A change anywhere writes the store, then bumps the
 counter, so every node applies it within ``CACHE_SECONDS``.
 """
 from __future__ import annotations
@@ -23,6 +24,12 @@ from store.keys import Keys
 
 CACHE_SECONDS = 0.5
 CACHE_USERS = 10_000
+# A check that is due re-reads, in the same MGET, the counters of up to
+# RIDE_ALONG_MAX recently used users whose entries are at least this old
+# (looking at no more than RIDE_ALONG_SCAN of the most recently used).
+RIDE_ALONG_SECONDS = CACHE_SECONDS / 2
+RIDE_ALONG_MAX = 256
+RIDE_ALONG_SCAN = 1024
 
 
 def rule_view(rule: Record) -> dict[str, Any]:
@@ -41,6 +48,7 @@ class RuleService:
         self.limit = limit
         # user id -> (checked at, counter value, compiled rules)
         self._cache: OrderedDict[str, tuple[float, bytes | None, RuleSet]] = OrderedDict()
+        self._riding: set[str] = set()  # users whose counter an MGET in flight is re-reading
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         return [rule_view(r) for r in await self.store.list_rules(user_id)]
@@ -75,7 +83,16 @@ class RuleService:
         cached = self._cache.get(user_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[2]
-        version = await self.redis.get(self.keys.rules_version(user_id))
+        others = self._due(user_id, now)
+        # Marked while their MGET is out, so concurrent checks (many, at
+        # saturation) do not each carry the same hundreds of keys again.
+        self._riding.update(others)
+        try:
+            versions = await self.redis.mget([self.keys.rules_version(u) for u in (user_id, *others)])
+        finally:
+            self._riding.difference_update(others)
+        version = versions[0]
+        self._rode_along(others, versions[1:], now)
         if cached is not None and cached[1] == version:
             rules = cached[2]
         else:
@@ -85,3 +102,30 @@ class RuleService:
         while len(self._cache) > CACHE_USERS:
             self._cache.popitem(last=False)
         return rules
+
+    def _due(self, user_id: str, now: float) -> list[str]:
+        """Recently used users whose check is half due: re-read in the same MGET.
+
+        At 500 notifications/s over 200 users nearly every post found its
+        user's check due and paid a GET round trip of its own (5 % of the
+        loop in the profile); riding along, a few MGETs a second check them
+        all. Each entry still holds the time its counter was read, so no
+        user's rules are ever more than CACHE_SECONDS behind.
+        """
+        due: list[str] = []
+        for seen, other in enumerate(reversed(self._cache)):  # most recently used first
+            if seen >= RIDE_ALONG_SCAN or len(due) >= RIDE_ALONG_MAX:
+                break
+            if other != user_id and other not in self._riding and now - self._cache[other][0] >= RIDE_ALONG_SECONDS:
+                due.append(other)
+        return due
+
+    def _rode_along(self, users: list[str], versions: list[bytes | None], read_at: float) -> None:
+        for other, version in zip(users, versions):
+            entry = self._cache.get(other)
+            if entry is None or entry[0] >= read_at:
+                continue  # gone, or re-read meanwhile by a later check
+            if entry[1] == version:
+                self._cache[other] = (read_at, version, entry[2])  # its place in the LRU order stays
+            else:
+                del self._cache[other]  # changed: its next post reloads the rules

@@ -52,13 +52,18 @@ class FanOut:
         the append checks, so a preference change is never half-applied.
         """
         body = protocol.frame(kind, data)
-        silent_body = protocol.frame(kind, silent_data) if silent_data is not None else None
+        # Encoded only if some device gets it: most notifications reach no
+        # muted device, and then neither the encoding nor its bytes in the
+        # script call (where an empty silent body means "none") are needed.
+        silent_body: bytes | None = None
         silent: frozenset[str] = frozenset()
         entry = targets or await self.device_list(user_id, source if sender_must_be_live else None)
         for _ in range(FANOUT_TRIES):
             devices = [d for d in entry.devices if d != source]
             if shape is not None:
                 devices, silent = shape(entry, devices)
+            if silent and silent_body is None and silent_data is not None:
+                silent_body = protocol.frame(kind, silent_data)
             try:
                 appended = await self.streams.append(
                     self.delivery.epoch, user_id, entry.version, devices, self.node_id, body, once_for,
