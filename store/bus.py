@@ -22,7 +22,7 @@ import logging
 import math
 from typing import Any, Awaitable, Callable
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
 
@@ -42,7 +42,7 @@ class Bus:
     def __init__(
         self,
         url: str | None,
-        redis: Redis,
+        redis: "Redis | RedisCluster",
         keys: Keys,
         node_id: str,
         client_name: str | None = None,
@@ -51,8 +51,9 @@ class Bus:
         # No read timeout on this connection: it idles until something is
         # published. ``pool`` instead of ``url``: e.g. one that asks Redis
         # Sentinel for the primary on every connect.
-        self._pool = pool or ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5,
-                                                     client_name=client_name)
+        self._pool = pool or (ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5,
+                                                      client_name=client_name) if url else None)
+        self._client_name = client_name
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
@@ -92,12 +93,14 @@ class Bus:
             except asyncio.CancelledError:
                 pass
         await self._disconnect()
-        await self._pool.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def publish(self, user_id: str, header: dict[str, Any], body: bytes = b"") -> None:
-        header = {"n": self.node_id, **header}
-        payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
-        await self._redis.publish(self._keys.user_channel(user_id), payload)
+        await self._redis.publish(self._keys.user_channel(user_id), self._encode(header, body))
+
+    def _encode(self, header: dict[str, Any], body: bytes) -> bytes:
+        return json.dumps({"n": self.node_id, **header}, separators=(",", ":")).encode() + b"\n" + body
 
     def expect_own_echo(self, user_id: str, seconds: float = ECHO_WATCH_SECONDS) -> None:
         """Handle this node's own publications for the user for a while.
@@ -139,12 +142,14 @@ class Bus:
         await asyncio.wait_for(waiter, timeout=10)
 
     async def _connect(self) -> None:
+        if self._pool is None:
+            raise ConnectionError("this bus was built without a Redis URL or pool")
         conn = self._pool.make_connection()
         await conn.connect()
         channels = [self._keys.user_channel(u) for u in self._refs]
         # A node-wide channel keeps the connection in subscribed mode even
         # with no user subscribed, so its replies are always pub/sub frames.
-        await conn.send_command("SUBSCRIBE", f"{self._keys.prefix}:node:{self.node_id}", *channels)
+        await conn.send_command("SUBSCRIBE", self._keys.node_channel(self.node_id), *channels)
         for _ in range(len(channels) + 1):
             await self._read(conn)
         self._conn = conn

@@ -8,9 +8,12 @@ that can change a device's online state is one Lua script, so the answer to
 """
 from __future__ import annotations
 
-import time
+import asyncio
 
-from redis.asyncio import Redis
+import time
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
 
 from store.keys import Keys
 
@@ -67,8 +70,9 @@ def _now_ms() -> int:
 
 
 class Presence:
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: float) -> None:
+    def __init__(self, redis: "Redis | RedisCluster", keys: Keys, ttl_seconds: float, cluster: bool = False) -> None:
         self._redis = redis
+        self._cluster = cluster  # no scripts in a cluster pipeline (redis-py refuses them)
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
         self._add = redis.register_script(_ADD)
@@ -104,16 +108,19 @@ class Presence:
         # of script calls in one go stalls the event loop for tens of ms.
         for start in range(0, len(users), REFRESH_CHUNK):
             chunk = users[start:start + REFRESH_CHUNK]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for user_id in chunk:
-                    await self._refresh(
-                        keys=[self._keys.presence(user_id)],
-                        args=[now, now + self._ttl_ms, 2 * self._ttl_ms, *members_by_user[user_id]],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+            results = await self._refresh_chunk(chunk, members_by_user, now)
             gone.update({u: [d.decode() for d in dead] for u, dead in zip(chunk, results) if dead})
         return gone
+
+    async def _refresh_chunk(self, chunk: list[str], members_by_user: dict[str, list[str]], now: int) -> list[Any]:
+        calls = [([self._keys.presence(user_id)], [now, now + self._ttl_ms, 2 * self._ttl_ms, *members_by_user[user_id]])
+                 for user_id in chunk]
+        if self._cluster:  # each user's key on its own shard: calls side by side
+            return list(await asyncio.gather(*(self._refresh(keys=k, args=a) for k, a in calls)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._refresh(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def online_devices(self, user_id: str) -> set[str]:
         members = await self._redis.zrangebyscore(self._keys.presence(user_id), _now_ms(), "+inf")

@@ -13,10 +13,11 @@ would re-run a lone EVALSHA).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -36,9 +37,14 @@ class ScriptBatcher(Batcher[Call]):
     alone (asynchronous replication, as without the flag), counted in
     ``unconfirmed`` and logged."""
 
-    def __init__(self, redis: Redis, script: AsyncScript, max_batch: int = MAX_BATCH,
-                 wait_replicas: int = 0, wait_ms: int = 1000) -> None:
+    def __init__(self, redis: "Redis | RedisCluster", script: AsyncScript, max_batch: int = MAX_BATCH,
+                 wait_replicas: int = 0, wait_ms: int = 1000, cluster: bool = False) -> None:
         super().__init__(max_batch)
+        # redis-py refuses EVALSHA in a cluster pipeline (each call may live on
+        # another shard): there the calls of a batch go out side by side, each
+        # routed by its keys' slot, and WAIT is not offered (a cluster's
+        # replicas are per shard; --redis-wait is for Sentinel).
+        self._cluster = cluster
         self._redis = redis
         self._script = script
         self._wait = (wait_replicas, wait_ms)
@@ -48,6 +54,9 @@ class ScriptBatcher(Batcher[Call]):
         return await self.submit((keys, args))
 
     async def _run_batch(self, calls: list[Call]) -> list[Outcome]:
+        if self._cluster:
+            replies = await asyncio.gather(*(self._lone_call(keys, args) for keys, args in calls))
+            return [(not isinstance(reply, Exception), reply) for reply in replies]
         # A raised error (the connection failed) means no reply for anyone.
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.cluster import key_slot
 from redis.exceptions import ResponseError
 
 from store.keys import Keys
@@ -25,10 +27,12 @@ MAXLEN = 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
 ZERO = "0-0"
 
-# KEYS: epoch, device-list version, marker, then (stream, last id) per device.
+# KEYS: the user's epoch, device-list version, marker, then (stream, last id)
+# per device: all under the user's hash tag, so one cluster slot.
 # ARGV: epoch, maxlen, channel, node id, body, version, marker TTL
 # (seconds; 0 = no marker), silent body ("" = none), one flag per device
-# ("1": that device gets the silent body), device ids.
+# ("1": that device gets the silent body), the publish command (PUBLISH, or
+# SPUBLISH on a cluster: the channel is in the user's slot), device ids.
 # The wake-up it publishes is the NewEntries event of notisync/delivery/events.py:
 # {"n": node id, "k": "m", "e": {device: [previous id, new id]}} "\n" body,
 # once per body that some device got (so at most two publications).
@@ -61,41 +65,54 @@ for i = 4, #KEYS, 2 do
   redis.call('PEXPIRE', KEYS[i], RETENTION_MS)
   ids[2 * n - 1] = prev
   ids[2 * n] = id
-  local part = '"' .. ARGV[9 + n] .. '":["' .. prev .. '","' .. id .. '"]'
+  local part = '"' .. ARGV[10 + n] .. '":["' .. prev .. '","' .. id .. '"]'
   if mute then quiet[#quiet + 1] = part else parts[#parts + 1] = part end
 end
 if ttl > 0 then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
 local head = '{"n":"' .. ARGV[4] .. '","k":"m","e":{'
 if #parts > 0 then
-  redis.call('PUBLISH', ARGV[3], head .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
+  redis.call(ARGV[10], ARGV[3], head .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
 end
 if #quiet > 0 then
-  redis.call('PUBLISH', ARGV[3], head .. table.concat(quiet, ',') .. '}}\\n' .. ARGV[8])
+  redis.call(ARGV[10], ARGV[3], head .. table.concat(quiet, ',') .. '}}\\n' .. ARGV[8])
 end
 return ids
 """.replace("RETENTION_MS", str(RETENTION_MS))
 
-# KEYS: epoch, then one cursor key per device; ARGV: epoch, then the ids.
-# One script for every cursor: a pipeline of one call per device cost the
-# event loop ~20 ms per 800 devices every second, a visible latency spike.
+# KEYS: per user, its epoch then its devices' cursor keys. ARGV: per user,
+# how many cursors, its epoch, then the ids. A user whose epoch changed
+# (Redis lost its data) is skipped. One script for many cursors: a pipeline of
+# one call per device cost the event loop ~20 ms per 800 devices every second.
 _SAVE_CURSORS = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local saved = 0
-for i = 2, #KEYS do
-  local cur = redis.call('GET', KEYS[i])
-  local newer = true
-  if cur then
-    local cm, cs = string.match(cur, '(%d+)-(%d+)')
-    local nm, ns = string.match(ARGV[i], '(%d+)-(%d+)')
-    cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
-    newer = nm > cm or (nm == cm and ns > cs)
+local saved, k, a = 0, 1, 1
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local current = redis.call('GET', KEYS[k]) == ARGV[a + 1]
+  for i = 1, n do
+    local key, new = KEYS[k + i], ARGV[a + 1 + i]
+    local cur = current and redis.call('GET', key)
+    local newer = current
+    if cur then
+      local cm, cs = string.match(cur, '(%d+)-(%d+)')
+      local nm, ns = string.match(new, '(%d+)-(%d+)')
+      cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
+      newer = nm > cm or (nm == cm and ns > cs)
+    end
+    if newer then
+      redis.call('SET', key, new)
+      saved = saved + 1
+    end
   end
-  if newer then
-    redis.call('SET', KEYS[i], ARGV[i])
-    saved = saved + 1
-  end
+  k, a = k + n + 1, a + n + 2
 end
 return saved
+"""
+# KEYS: the user's epoch, then any keys of the user to read with it.
+# ARGV: a new epoch (now, ms), set only if the user has none (first use, or
+# Redis lost the user's data). Returns the values of KEYS, epoch first.
+_READ_WITH_EPOCH = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('MGET', unpack(KEYS))
 """
 # Devices per script call: bounds how long one call holds Redis.
 SAVE_CHUNK = 1000
@@ -137,19 +154,42 @@ class ReadResult:
 
 
 class Streams:
-    def __init__(self, redis: Redis, keys: Keys, wait_replicas: int = 0) -> None:
+    def __init__(self, redis: "Redis | RedisCluster", keys: Keys, wait_replicas: int = 0, cluster: bool = False) -> None:
         self._redis = redis
         self._keys = keys
+        self._cluster = cluster
+        self._publish = "SPUBLISH" if cluster else "PUBLISH"
         # Concurrent fan-outs share one pipeline (see store/script_batch.py);
         # wait_replicas: it ends with WAIT (--redis-wait).
-        self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT), wait_replicas=wait_replicas)
+        self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT), wait_replicas=wait_replicas,
+                                     cluster=cluster)
         self._save_cursors = redis.register_script(_SAVE_CURSORS)
+        self._read_with_epoch = redis.register_script(_READ_WITH_EPOCH)
 
-    async def ensure_epoch(self) -> str:
-        """The current epoch, created if Redis has none (first start, or data lost)."""
-        await self._redis.set(self._keys.epoch, str(int(time.time() * 1000)), nx=True)
-        value = await self._redis.get(self._keys.epoch)
-        return value.decode()
+    async def _with_epoch(self, user_id: str, *keys: str) -> list[str | None]:
+        """The user's epoch (created if Redis has none: first use, or its data was lost) and ``keys``' values."""
+        values = await self._read_with_epoch(keys=[self._keys.epoch(user_id), *keys],
+                                             args=[int(time.time() * 1000)])
+        return [v.decode() if v is not None else None for v in values]
+
+    async def ensure_epoch(self, user_id: str) -> str:
+        """The user's current epoch: when the stream data Redis holds for the user began (ms)."""
+        (epoch,) = await self._with_epoch(user_id)
+        assert epoch is not None  # the script just set it if missing
+        return epoch
+
+    async def user_state(self, user_id: str) -> tuple[str, int]:
+        """The user's epoch and device-list version, read together."""
+        epoch, version = await self._with_epoch(user_id, self._keys.device_version(user_id))
+        assert epoch is not None
+        return epoch, int(version) if version else 0
+
+    async def device_state(self, user_id: str, device_id: str) -> tuple[str, str, str | None]:
+        """The user's epoch, the device's newest stream id (ZERO if none) and its saved cursor (None if none)."""
+        epoch, last, cursor = await self._with_epoch(
+            user_id, self._keys.last(user_id, device_id), self._keys.cursor(user_id, device_id))
+        assert epoch is not None
+        return epoch, last or ZERO, cursor
 
     async def append(
         self, epoch: str, user_id: str, version: int, device_ids: list[str], node_id: str, body: bytes,
@@ -157,23 +197,25 @@ class Streams:
     ) -> dict[str, tuple[str, str]] | None:
         """Append ``body`` to each device's stream and wake the user's channel.
 
-        ``version`` is the user's device-list version the caller's list was
-        read at; ``node_id`` goes into the wake-up so that node can skip its
-        own. Returns device id -> (previous id, new id). Raises
-        EpochMismatch if Redis lost its data since this node read the epoch,
-        StaleDevices (having appended nothing) if the device list changed.
-        With ``once_for`` (a notification id), only the first successful
-        call appends; any later one returns None and appends nothing.
+        ``epoch`` and ``version`` are the user's epoch and device-list version
+        the caller's list was read at (``user_state``); ``node_id`` goes into
+        the wake-up so that node can skip its own. Returns device id ->
+        (previous id, new id). Raises EpochMismatch if Redis lost the user's
+        data since, StaleDevices (having appended nothing) if the device list
+        changed. With ``once_for`` (a notification id), only the first
+        successful call appends; any later one returns None and appends nothing.
         The devices in ``silent`` get ``silent_body`` instead of ``body``.
         """
-        marker = self._keys.fanout(once_for) if once_for else self._keys.epoch
-        keys = [self._keys.epoch, self._keys.device_version(user_id), marker]
+        keys_ = self._keys
+        epoch_key = keys_.epoch(user_id)
+        marker = keys_.fanout(user_id, once_for) if once_for else epoch_key
+        keys = [epoch_key, keys_.device_version(user_id), marker]
         for device_id in device_ids:
-            keys += [self._keys.stream(device_id), self._keys.last(device_id)]
+            keys += [keys_.stream(user_id, device_id), keys_.last(user_id, device_id)]
         ttl = MARKER_TTL if once_for else 0
         flags = "".join("1" if d in silent else "0" for d in device_ids) if silent_body is not None else ""
-        args = [epoch, MAXLEN, self._keys.user_channel(user_id), node_id, body, version, ttl,
-                silent_body or b"", flags, *device_ids]
+        args = [epoch, MAXLEN, keys_.user_channel(user_id), node_id, body, version, ttl,
+                silent_body or b"", flags, self._publish, *device_ids]
         try:
             ids = await self._fanout(keys, args)
         except ResponseError as exc:
@@ -187,63 +229,84 @@ class Streams:
         pairs = [x.decode() for x in ids]
         return {d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)}
 
-    async def cancel_once(self, notification_id: str) -> bool:
+    async def cancel_once(self, user_id: str, notification_id: str) -> bool:
         """Make every later ``append(..., once_for=notification_id)`` append nothing.
 
         True if no append for it had happened (now none ever will); False if
         one already did.
         """
-        return bool(await self._redis.set(self._keys.fanout(notification_id), "0", nx=True, ex=MARKER_TTL))
+        marker = self._keys.fanout(user_id, notification_id)
+        return bool(await self._redis.set(marker, "0", nx=True, ex=MARKER_TTL))
 
     async def device_version(self, user_id: str) -> int:
         value = await self._redis.get(self._keys.device_version(user_id))
         return int(value) if value else 0
 
-    async def drop_device_version(self, user_id: str) -> None:
-        """A deleted account's counter (a new account never reuses a user id)."""
-        await self._redis.delete(self._keys.device_version(user_id))
+    async def drop_user(self, user_id: str) -> None:
+        """A deleted account's counter and epoch (a new account never reuses a user id)."""
+        await self._redis.delete(self._keys.device_version(user_id), self._keys.epoch(user_id))
 
     async def bump_device_version(self, user_id: str) -> None:
         """Make every node's cached device list of the user stale (INCR creates it at 1)."""
         await self._redis.incr(self._keys.device_version(user_id))
 
-    async def read_after(self, device_id: str, after: str, count: int) -> ReadResult:
+    async def read_after(self, user_id: str, device_id: str, after: str, count: int) -> ReadResult:
         """Entries strictly after ``after``, oldest first, at most ``count``.
 
         Entries past the retention window are trimmed first, so what is
         returned is exactly what a device may still be given.
         """
         cutoff = f"{int(time.time() * 1000) - RETENTION_MS}-0"
-        stream = self._keys.stream(device_id)
+        stream = self._keys.stream(user_id, device_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xtrim(stream, minid=cutoff, approximate=False)
             pipe.xrange(stream, min=f"({after}", max="+", count=count)
-            pipe.get(self._keys.last(device_id))
+            pipe.get(self._keys.last(user_id, device_id))
             _, rows, last = await pipe.execute()
         entries = [Entry(i.decode(), f[b"p"].decode(), f[b"b"]) for i, f in rows]
         return ReadResult(entries, last.decode() if last else ZERO)
 
-    async def last_id(self, device_id: str) -> str:
-        value = await self._redis.get(self._keys.last(device_id))
+    async def last_id(self, user_id: str, device_id: str) -> str:
+        value = await self._redis.get(self._keys.last(user_id, device_id))
         return value.decode() if value else ZERO
 
-    async def load_cursor(self, device_id: str) -> str | None:
-        value = await self._redis.get(self._keys.cursor(device_id))
+    async def load_cursor(self, user_id: str, device_id: str) -> str | None:
+        value = await self._redis.get(self._keys.cursor(user_id, device_id))
         return value.decode() if value else None
 
-    async def save_cursors(self, epoch: str, cursors: dict[str, str]) -> None:
-        """Advance stored cursors (never backwards; ignored if the epoch changed)."""
-        if not cursors:
-            return
-        items = list(cursors.items())
-        for start in range(0, len(items), SAVE_CHUNK):
-            chunk = items[start : start + SAVE_CHUNK]
-            await self._save_cursors(
-                keys=[self._keys.epoch, *(self._keys.cursor(device_id) for device_id, _ in chunk)],
-                args=[epoch, *(stream_id for _, stream_id in chunk)],
-            )
+    async def save_cursors(self, cursors: dict[str, tuple[str, dict[str, str]]]) -> None:
+        """Advance stored cursors: user -> (the epoch they belong to, device -> id).
 
-    async def drop(self, device_id: str) -> None:
+        Never backwards; a user whose epoch changed (Redis lost the data) is
+        skipped. On a cluster each call holds one slot's users.
+        """
+        for group in self._cursor_groups(cursors):
+            keys: list[str] = []
+            args: list[Any] = []
+            for user_id, (epoch, devices) in group:
+                keys += [self._keys.epoch(user_id), *(self._keys.cursor(user_id, d) for d in devices)]
+                args += [len(devices), epoch, *devices.values()]
+            await self._save_cursors(keys=keys, args=args)
+
+    def _cursor_groups(self, cursors: dict[str, tuple[str, dict[str, str]]]) -> list[list[Any]]:
+        """Users per script call: by hash slot on a cluster, chunks of ~SAVE_CHUNK devices otherwise."""
+        open_groups: dict[int, tuple[list[Any], list[int]]] = {}  # slot -> (its open group, [devices in it])
+        groups: list[list[Any]] = []
+        for user_id, entry in cursors.items():
+            if not entry[1]:
+                continue
+            slot = key_slot(self._keys.epoch(user_id).encode()) if self._cluster else 0
+            group, size = open_groups.get(slot, (None, [0]))
+            if group is None or size[0] >= SAVE_CHUNK:
+                group, size = [], [0]
+                groups.append(group)
+                open_groups[slot] = (group, size)
+            group.append((user_id, entry))
+            size[0] += len(entry[1])
+        return groups
+
+    async def drop(self, user_id: str, device_id: str) -> None:
         await self._redis.delete(
-            self._keys.stream(device_id), self._keys.last(device_id), self._keys.cursor(device_id)
+            self._keys.stream(user_id, device_id), self._keys.last(user_id, device_id),
+            self._keys.cursor(user_id, device_id),
         )

@@ -7,6 +7,7 @@ import shutil
 import pytest
 from redis.asyncio import Redis
 
+from store.keys import Keys
 from tests.harness import Node, RedisServer, call, new_user, short_tmpdir, ws_connect
 
 
@@ -162,7 +163,8 @@ async def test_device_revoked_on_one_node_gets_nothing_more_from_another(redis_s
         # nothing was appended to the revoked device's stream after it was dropped
         redis = Redis.from_url(redis_server.url)
         try:
-            assert not await redis.exists(f"notisync:s:{tablet}", f"notisync:l:{tablet}")
+            keys = Keys()
+            assert not await redis.exists(keys.stream(user.id, tablet), keys.last(user.id, tablet))
         finally:
             await redis.aclose()
     finally:

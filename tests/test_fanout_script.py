@@ -31,7 +31,7 @@ async def next_message(pubsub) -> dict:
 async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
     keys = Keys()
     streams = Streams(redis, keys)
-    epoch = await streams.ensure_epoch()
+    epoch = await streams.ensure_epoch("u1")
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.user_channel("u1"))
     appended = await streams.append(epoch, "u1", 0, ["d1", "d2"], "node-a", b'{"type":"x"}')
@@ -45,18 +45,18 @@ async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
 
 async def test_a_notification_is_appended_once_and_a_cancelled_one_never(redis: Redis) -> None:
     streams = Streams(redis, Keys())
-    epoch = await streams.ensure_epoch()
+    epoch = await streams.ensure_epoch("u1")
     calls = [streams.append(epoch, "u1", 0, ["d1"], "n", b"b", once_for="note-1") for _ in range(5)]
     results = await asyncio.gather(*calls)
     assert sum(r is not None for r in results) == 1
-    assert len((await streams.read_after("d1", "0-0", 10)).entries) == 1
+    assert len((await streams.read_after("u1", "d1", "0-0", 10)).entries) == 1
     # A stale device list appends nothing, marker or not.
     with pytest.raises(StaleDevices):
         await streams.append(epoch, "u1", 7, ["d1"], "n", b"b", once_for="note-2")
-    assert await streams.cancel_once("note-2") is True  # nobody appended it: now nobody will
+    assert await streams.cancel_once("u1", "note-2") is True  # nobody appended it: now nobody will
     assert await streams.append(epoch, "u1", 0, ["d1"], "n", b"b", once_for="note-2") is None
-    assert await streams.cancel_once("note-1") is False  # already appended: too late to cancel
-    assert len((await streams.read_after("d1", "0-0", 10)).entries) == 1
+    assert await streams.cancel_once("u1", "note-1") is False  # already appended: too late to cancel
+    assert len((await streams.read_after("u1", "d1", "0-0", 10)).entries) == 1
 
 
 def test_events_published_from_python_round_trip() -> None:

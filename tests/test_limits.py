@@ -236,14 +236,14 @@ async def test_streams_expire_7_days_after_their_last_append_and_a_reader_is_tol
         await user.post("first", device=phone)
         await ws.recv_type("new_notification")
         week = 7 * 24 * 3600 * 1000
-        for key in (keys.stream(laptop), keys.last(laptop)):
+        for key in (keys.stream(user.id, laptop), keys.last(user.id, laptop)):
             assert week - 60_000 < await redis.pttl(key) <= week, key
         # The position the laptop confirmed is saved (each second, after its pong).
-        await until(lambda: redis.exists(keys.cursor(laptop)))
+        await until(lambda: redis.exists(keys.cursor(user.id, laptop)))
         ws.close()
         await ws.wait_closed()
         # What the expiry does a week later, done now: the stream and its last id are gone.
-        await redis.delete(keys.stream(laptop), keys.last(laptop))
+        await redis.delete(keys.stream(user.id, laptop), keys.last(user.id, laptop))
         again = await ws_connect(node, user.token, laptop)
         frame = await again.recv_type("sync_required")
         assert frame["data"]["reason"] == "history_trimmed"

@@ -18,6 +18,7 @@ import time
 import pytest
 import redis
 
+from store.keys import Keys
 from tests.harness import Node, call, new_user, short_tmpdir
 from tests.redis_topologies import MASTER, SentinelSetup
 from tests.test_churn import run_flow, server_state, setup_users
@@ -103,11 +104,12 @@ async def test_redis_wait_answers_a_post_once_the_replica_has_it(wait_node):
     user = await new_user(node)
     phone, laptop = await user.device("mobile"), await user.device("web")
     replica = redis.Redis(port=topology.servers[1].port, socket_timeout=5)
+    keys = Keys()
     for i in range(20):
         nid = (await user.post(f"n{i}", device=phone))["id"]
         # WAIT 1 returned before the 201: the replica holds the append already.
-        assert replica.exists(f"notisync:f:{nid}"), "the replica lacks an acknowledged fan-out"
-    assert replica.xlen(f"notisync:s:{laptop}") == 20
+        assert replica.exists(keys.fanout(user.id, nid)), "the replica lacks an acknowledged fan-out"
+    assert replica.xlen(keys.stream(user.id, laptop)) == 20
     # A stalled replica: posts are still accepted (after WAIT's 1 s), and the node says so.
     replica_proc = topology.servers[1].proc
     replica_proc.send_signal(signal.SIGSTOP)

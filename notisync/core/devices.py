@@ -5,6 +5,7 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from notisync.core.sessions import SessionService
@@ -39,7 +40,11 @@ class DeviceService:
         self._writes: set[asyncio.Task[None]] = set()  # kept so the loop does not drop them
 
     async def create(self, user_id: str, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        now = utcnow()
+        # The user's stream epoch exists before any device does, and no device
+        # is dated before it (another node's clock may run ahead): only a
+        # device older than its user's epoch is told its stream was reset.
+        epoch = datetime.fromtimestamp(int(await self.streams.ensure_epoch(user_id)) / 1000, timezone.utc)
+        now = max(utcnow(), epoch)
         device: Record = {
             "id": data.get("id") or str(uuid.uuid4()),
             "user_id": user_id,
@@ -101,7 +106,7 @@ class DeviceService:
         # appends to this device, so the drop is final.
         await self.streams.bump_device_version(user_id)
         self.recipients.forget(user_id)
-        await self.streams.drop(device_id)
+        await self.streams.drop(user_id, device_id)
         await self.presence.drop_device(user_id, device_id)
         # Sockets first, so they are told "device revoked" rather than "session ended".
         await self.delivery.revoke_device(user_id, device_id)
@@ -119,10 +124,10 @@ class DeviceService:
         """After an account was deleted from the store: drop its streams, presence and counter from Redis."""
         self.recipients.forget(user_id)
         for device_id in device_ids:
-            await self.streams.drop(device_id)
+            await self.streams.drop(user_id, device_id)
             await self.delivery.revoke_device(user_id, device_id)  # any socket still open
         await self.presence.drop_user(user_id)
-        await self.streams.drop_device_version(user_id)
+        await self.streams.drop_user(user_id)
 
     async def require_live(self, user_id: str, device_id: str) -> Record:
         device = await self.store.get_device(device_id)

@@ -175,7 +175,7 @@ class NotificationService:
                 shape=shape_new(record), silent_data=None if silent else {**view, "silent": True},
             )
         except NotFound:
-            if not await self.fan_out.cancel(record["id"]):
+            if not await self.fan_out.cancel(record["user_id"], record["id"]):
                 self.pending.fanned_out(record["id"], version)
                 return  # another attempt appended it first: it was delivered
             await self.store.delete_notification(record["user_id"], record["id"])

@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from notisync.core.rules import MAX_RULES, RuleSet
 from notisync.errors import Conflict, NotFound
@@ -88,7 +88,11 @@ class RuleService:
         # saturation) do not each carry the same hundreds of keys again.
         self._riding.update(others)
         try:
-            versions = await self.redis.mget([self.keys.rules_version(u) for u in (user_id, *others)])
+            keys = [self.keys.rules_version(u) for u in (user_id, *others)]
+            # Each user's counter sits in the user's slot: on a cluster the
+            # read is split by slot (one MGET per shard), atomic per slot only.
+            versions = await (self.redis.mget_nonatomic(keys) if isinstance(self.redis, RedisCluster)
+                              else self.redis.mget(keys))
         finally:
             self._riding.difference_update(others)
         version = versions[0]

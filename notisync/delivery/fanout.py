@@ -26,6 +26,12 @@ FANOUT_TRIES = 5
 # reach, which of them get it and which of those get it silently: how the
 # core applies rules' routing and each device's preferences at fan-out time.
 Shape = Callable[[DeviceList, list[str]], tuple[list[str], frozenset[str]]]
+# The devices an attempt appends to, those of them that get the silent body, and that body.
+Pick = tuple[list[str], frozenset[str], "bytes | None"]
+
+
+class _TargetGone(Exception):
+    """send_to's single target is not (or no longer) a live device of the user."""
 
 
 class FanOut:
@@ -51,23 +57,56 @@ class FanOut:
         instead of ``data``; it is applied to the very list whose version
         the append checks, so a preference change is never half-applied.
         """
-        body = protocol.frame(kind, data)
         # Encoded only if some device gets it: most notifications reach no
         # muted device, and then neither the encoding nor its bytes in the
         # script call (where an empty silent body means "none") are needed.
-        silent_body: bytes | None = None
-        silent: frozenset[str] = frozenset()
-        entry = targets or await self.device_list(user_id, source if sender_must_be_live else None)
-        for _ in range(FANOUT_TRIES):
+        silent_body: list[bytes] = []
+
+        def pick(entry: DeviceList, reloaded: bool) -> Pick:
+            if reloaded and sender_must_be_live and source is not None and source not in entry.devices:
+                raise NotFound("device not found", code="device_not_found")
             devices = [d for d in entry.devices if d != source]
+            silent: frozenset[str] = frozenset()
             if shape is not None:
                 devices, silent = shape(entry, devices)
-            if silent and silent_body is None and silent_data is not None:
-                silent_body = protocol.frame(kind, silent_data)
+            if silent and not silent_body and silent_data is not None:
+                silent_body.append(protocol.frame(kind, silent_data))
+            return devices, silent, silent_body[0] if silent_body else None
+
+        entry = targets or await self.device_list(user_id, source if sender_must_be_live else None)
+        await self._append(user_id, entry, pick, protocol.frame(kind, data), once_for)
+
+    async def send_to(self, user_id: str, source: str | None, target: str, kind: str, data: dict[str, Any]) -> bool:
+        """Append one frame to a single device's stream (``action_invoked`` to a
+        notification's source device), then wake its sockets.
+
+        Same script, same guarantees as ``send``; False (nothing sent) if
+        ``target`` is no longer a live device of the user.
+        """
+        def pick(entry: DeviceList, reloaded: bool) -> Pick:
+            if target not in entry.devices or target == source:
+                raise _TargetGone()
+            return [target], frozenset(), None
+
+        entry = await self.recipients.get(user_id)
+        if target not in entry.devices:
+            entry = await self.recipients.load(user_id)  # created after we cached the list?
+        try:
+            await self._append(user_id, entry, pick, protocol.frame(kind, data), None)
+        except _TargetGone:
+            return False
+        return True
+
+    async def _append(
+        self, user_id: str, entry: DeviceList, pick: Callable[[DeviceList, bool], Pick], body: bytes,
+        once_for: str | None,
+    ) -> None:
+        """The append, retried on a stale device list or a new epoch; then this node's sockets are woken."""
+        for attempt in range(FANOUT_TRIES):
+            devices, silent, silent_body = pick(entry, attempt > 0)
             try:
                 appended = await self.streams.append(
-                    self.delivery.epoch, user_id, entry.version, devices, self.node_id, body, once_for,
-                    silent_body, silent,
+                    entry.epoch, user_id, entry.version, devices, self.node_id, body, once_for, silent_body, silent,
                 )
             except EpochMismatch:
                 await self.delivery.resync_all()  # also empties the device-list cache
@@ -88,46 +127,11 @@ class FanOut:
                 hooks.bus_out(1 if appended else 0)  # the script published iff it appended
                 return
             entry = await self.recipients.load(user_id)
-            if sender_must_be_live and source is not None and source not in entry.devices:
-                raise NotFound("device not found", code="device_not_found")
         raise Unavailable("the device list keeps changing; retry", code="devices_changing")
 
-    async def send_to(self, user_id: str, source: str | None, target: str, kind: str, data: dict[str, Any]) -> bool:
-        """Append one frame to a single device's stream (``action_invoked`` to a
-        notification's source device), then wake its sockets.
-
-        Same script, same guarantees as ``send``; False (nothing sent) if
-        ``target`` is no longer a live device of the user.
-        """
-        body = protocol.frame(kind, data)
-        entry = await self.recipients.get(user_id)
-        for _ in range(FANOUT_TRIES):
-            if target not in entry.devices or target == source:
-                entry = await self.recipients.load(user_id)  # created after we cached the list?
-                if target not in entry.devices or target == source:
-                    return False
-            try:
-                appended = await self.streams.append(
-                    self.delivery.epoch, user_id, entry.version, [target], self.node_id, body
-                )
-            except EpochMismatch:
-                await self.delivery.resync_all()
-            except StaleDevices:
-                pass
-            except (RedisError, OSError):
-                self.delivery.expect_own_echo(user_id)
-                raise
-            else:
-                if appended is not None:
-                    self.delivery.deliver(user_id, appended, body)
-                hooks.bus_out(1 if appended else 0)
-                return True
-            entry = await self.recipients.load(user_id)
-        raise Unavailable("the device list keeps changing; retry", code="devices_changing")
-
-    async def cancel(self, notification_id: str) -> bool:
+    async def cancel(self, user_id: str, notification_id: str) -> bool:
         """Make sure no attempt ever appends this notification; False if one already did."""
-        return await self.streams.cancel_once(notification_id)
+        return await self.streams.cancel_once(user_id, notification_id)
 
     async def device_list(self, user_id: str, source: str | None) -> DeviceList:
         """The user's device list, which must hold ``source`` if given (404 if it cannot)."""

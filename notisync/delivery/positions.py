@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 
 from notisync.delivery.hub import Hub
-from notisync.delivery.replay import Delivery
 from notisync.delivery.subscriber import Connection, Subscriber
 from notisync.errors import BadRequest
 from store.streams import ZERO, Streams, is_stream_id, parse_id
@@ -29,10 +28,9 @@ PROBE_INTERVAL = 1.0  # seconds: at most one position probe per socket per inter
 
 
 class Positions:
-    def __init__(self, hub: Hub, streams: Streams, delivery: Delivery) -> None:
+    def __init__(self, hub: Hub, streams: Streams) -> None:
         self.hub = hub
         self.streams = streams
-        self.delivery = delivery  # for the epoch positions belong to
         self._probes = 0
 
     def for_write(self, sub: Subscriber) -> bytes | None:
@@ -51,7 +49,7 @@ class Positions:
         was sent is refused (it would skip entries the client never got).
         """
         epoch, sep, stream_id = last_id.partition(":")
-        if not sep or epoch != self.delivery.epoch or not is_stream_id(stream_id):
+        if not sep or epoch != sub.epoch or not is_stream_id(stream_id):
             raise BadRequest("last_id is not a stream id of this server", code="invalid_last_id")
         if parse_id(stream_id) > parse_id(sub.cursor):
             raise BadRequest("last_id is past what this socket was sent", code="invalid_last_id")
@@ -61,15 +59,16 @@ class Positions:
 
     async def save(self) -> None:
         """Each second: probe sockets whose stream moved on, and persist what clients confirmed."""
-        cursors: dict[str, str] = {}
+        cursors: dict[str, tuple[str, dict[str, str]]] = {}  # user -> (epoch, device -> id)
         for conn in self.hub.all():
             sub = conn.subscriber
             self._probe(conn, sub)
             if sub.confirmed != sub.saved:
-                best = cursors.get(conn.device_id, ZERO)
-                cursors[conn.device_id] = max(best, sub.confirmed, key=parse_id)
-                sub.saved = sub.confirmed
-        await self.streams.save_cursors(self.delivery.epoch, cursors)
+                epoch, devices = cursors.setdefault(conn.user_id, (sub.epoch, {}))
+                if epoch == sub.epoch:  # (sockets of one user differ only mid-resync: the next round saves it)
+                    devices[conn.device_id] = max(devices.get(conn.device_id, ZERO), sub.confirmed, key=parse_id)
+                    sub.saved = sub.confirmed
+        await self.streams.save_cursors(cursors)
 
     def _probe(self, conn: Connection, sub: Subscriber) -> None:
         token = self._next_probe(sub, sub.written)

@@ -30,6 +30,7 @@ MAX_AGE_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class DeviceList:
+    epoch: str  # the user's stream epoch, read with the version: the fan-out script checks both
     version: int
     devices: tuple[str, ...]
     loaded_at: float
@@ -62,15 +63,15 @@ class Recipients:
         return entry
 
     async def load(self, user_id: str) -> DeviceList:
-        """Read the version, then the list, and cache them."""
-        version = await self.streams.device_version(user_id)
+        """Read the epoch and version, then the list, and cache them."""
+        epoch, version = await self.streams.user_state(user_id)
         rows = await self.store.list_devices(user_id)
         devices = tuple(d["id"] for d in rows)
         policies: dict[str, Any] = {}
         if self.compile_policies is not None:
             policies = self.compile_policies(await self.store.get_preferences(user_id))
         types = {d["id"]: d["device_type"] for d in rows}
-        entry = DeviceList(version, devices, time.monotonic(), types, policies)
+        entry = DeviceList(epoch, version, devices, time.monotonic(), types, policies)
         self._lists[user_id] = entry
         self._lists.move_to_end(user_id)
         while len(self._lists) > self.size:
@@ -81,5 +82,5 @@ class Recipients:
         self._lists.pop(user_id, None)
 
     def clear(self) -> None:
-        """Redis lost its data (new epoch): versions restart, so no entry can be trusted."""
+        """Redis lost data (a new epoch) or was away: versions may restart, so no entry can be trusted."""
         self._lists.clear()

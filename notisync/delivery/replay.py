@@ -16,8 +16,9 @@ Why nothing is lost (the order of steps below is the proof):
 
 Each stream entry names its predecessor, so step 3 also notices entries
 trimmed away (more than 1000 behind, or older than 7 days) and tells the
-client ``sync_required`` instead of skipping silently. If Redis loses its
-data, its epoch changes, and every socket is told ``sync_required`` and
+client ``sync_required`` instead of skipping silently. If Redis loses a
+user's data (the whole server, or one cluster shard), the user's epoch
+changes, and each of the user's sockets is told ``sync_required`` and
 restarts from the new streams.
 """
 from __future__ import annotations
@@ -45,10 +46,10 @@ BATCH = 500
 
 
 class Delivery:
-    """Replay and live delivery for this node's sockets; owns the stream epoch it knows."""
+    """Replay and live delivery for this node's sockets."""
 
     def __init__(
-        self, hub: Hub, streams: Streams, bus: Bus, liveness: Liveness, recipients: Recipients, epoch: str,
+        self, hub: Hub, streams: Streams, bus: Bus, liveness: Liveness, recipients: Recipients,
         max_sockets_per_device: int = 0,
     ) -> None:
         self.hub = hub
@@ -56,7 +57,6 @@ class Delivery:
         self.bus = bus
         self.liveness = liveness
         self.recipients = recipients
-        self.epoch = epoch  # Redis's data generation, read at start (Streams.ensure_epoch)
         self._resync_lock = asyncio.Lock()
         self.max_sockets_per_device = max_sockets_per_device  # on this node; 0: no limit
 
@@ -72,7 +72,8 @@ class Delivery:
             old.close(protocol.CLOSE_POLICY, "replaced")
         await self.bus.subscribe(conn.user_id)
         await self.liveness.join(conn)
-        sub.cursor = await self._start_cursor(conn, device, last_id)
+        sub.epoch, last, stored = await self.streams.device_state(conn.user_id, conn.device_id)
+        sub.cursor = await self._start_cursor(conn, device, last_id, last, stored)
         # The stored position, or the client's own last_id: held by the client.
         sub.confirmed = sub.cursor
         sub.saved = sub.cursor if last_id is None else ZERO
@@ -86,9 +87,11 @@ class Delivery:
         await self.bus.unsubscribe(conn.user_id)
         await self.liveness.leave(conn)
         if sub.confirmed != sub.saved:
-            await self.streams.save_cursors(self.epoch, {conn.device_id: sub.confirmed})
+            await self.streams.save_cursors({conn.user_id: (sub.epoch, {conn.device_id: sub.confirmed})})
 
-    async def _start_cursor(self, conn: Connection, device: Record, last_id: str | None) -> str:
+    async def _start_cursor(
+        self, conn: Connection, device: Record, last_id: str | None, last: str, stored: str | None,
+    ) -> str:
         if last_id == "0":
             # "I hold nothing yet": everything retained, exactly, no matter
             # what earlier sockets of this device were written.
@@ -97,18 +100,18 @@ class Delivery:
             epoch, sep, stream_id = last_id.partition(":")
             if not sep or not is_stream_id(stream_id):
                 return await self._restart(conn, "unknown_last_id", at_end=True)
-            if epoch != self.epoch:
+            if epoch != conn.subscriber.epoch:
                 return await self._restart(conn, "stream_reset", at_end=False)
-            if parse_id(stream_id) > parse_id(await self.streams.last_id(conn.device_id)):
+            if parse_id(stream_id) > parse_id(last):
                 return await self._restart(conn, "unknown_last_id", at_end=True)
             return stream_id
-        stored = await self.streams.load_cursor(conn.device_id)
         return stored if stored is not None else self._from_start(conn, device)
 
     def _from_start(self, conn: Connection, device: Record) -> str:
         # A device older than this epoch had its queue in a Redis that lost
         # its data: what it missed is gone, so it must refetch.
-        if device["created_at"].timestamp() * 1000 < int(self.epoch):
+        # (A new device is never older: see DeviceService.create.)
+        if device["created_at"].timestamp() * 1000 < int(conn.subscriber.epoch):
             self._send_sync_required(conn, "stream_reset")
         return ZERO
 
@@ -117,7 +120,7 @@ class Delivery:
         # it was stored before the client's refetch can start; everything
         # after it is delivered. (The other order skipped an entry appended
         # in between, after a refetch that was too early to see it.)
-        position = await self.streams.last_id(conn.device_id) if at_end else ZERO
+        position = await self.streams.last_id(conn.user_id, conn.device_id) if at_end else ZERO
         self._send_sync_required(conn, reason)
         return position
 
@@ -134,7 +137,7 @@ class Delivery:
         try:
             while True:
                 sub.dirty = False
-                result = await self.streams.read_after(conn.device_id, sub.cursor, BATCH)
+                result = await self.streams.read_after(conn.user_id, conn.device_id, sub.cursor, BATCH)
                 entries = result.entries
                 # With no entries, a last id behind the cursor means the
                 # stream expired (7 days after its last append): also trimmed.
@@ -145,7 +148,7 @@ class Delivery:
                 for entry in entries:
                     if conn.crowded:  # a big backlog goes out at the client's pace, not past the limit
                         await conn.room()
-                    if not conn.send(protocol.with_id(entry.body, f"{self.epoch}:{entry.id}")):
+                    if not conn.send(protocol.with_id(entry.body, f"{sub.epoch}:{entry.id}")):
                         return  # socket gone: its next connection resumes from its cursor
                     sub.cursor = entry.id
                 if len(entries) < BATCH and not sub.dirty:
@@ -178,12 +181,14 @@ class Delivery:
             if not conns:
                 continue
             framed: bytes | None = None
+            framed_epoch = ""
             for conn in list(conns):
                 sub = conn.subscriber
                 if sub.pumping:
                     sub.dirty = True
                 elif sub.cursor == prev:
-                    framed = framed or protocol.with_id(body, f"{self.epoch}:{new}")
+                    if framed is None or framed_epoch != sub.epoch:  # encoded once per device
+                        framed, framed_epoch = protocol.with_id(body, f"{sub.epoch}:{new}"), sub.epoch
                     conn.send(framed)
                     sub.cursor = new
                     hooks.live_write(new)
@@ -233,19 +238,20 @@ class Delivery:
 
     # -- recovery ---------------------------------------------------------------
     async def resync_all(self) -> None:
-        """After Redis came back: adopt its epoch, re-register, re-read every stream."""
+        """After Redis came back: adopt each user's epoch, re-register, re-read every stream."""
         async with self._resync_lock:
             # Device-list versions may have restarted with Redis's data, and
             # whatever bumps happened while we were away went unseen.
             self.recipients.clear()
-            epoch = await self.streams.ensure_epoch()
             conns = list(self.hub.all())
-            if epoch != self.epoch:
-                log.warning("redis lost its stream data (epoch %s -> %s)", self.epoch, epoch)
-                self.epoch = epoch
-                for conn in conns:
+            epochs = {user_id: await self.streams.ensure_epoch(user_id) for user_id in {c.user_id for c in conns}}
+            for conn in conns:
+                sub = conn.subscriber
+                epoch = epochs[conn.user_id]
+                if epoch != sub.epoch:
+                    log.warning("redis lost the stream data of a user (epoch %s -> %s)", sub.epoch, epoch)
                     self._send_sync_required(conn, "stream_reset")
-                    sub = conn.subscriber
+                    sub.epoch = epoch
                     sub.cursor = sub.saved = sub.confirmed = ZERO
                     sub.unsent = sub.probe_at = None  # an old-epoch position means nothing now
             await self.liveness.heartbeat()

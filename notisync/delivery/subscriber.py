@@ -18,6 +18,7 @@ class Subscriber:
     """A socket's position in its device's stream, and what the client confirmed of it."""
 
     cursor: str = ZERO  # the newest entry queued for this socket
+    epoch: str = "0"  # the user's stream epoch its positions belong to (Streams.device_state)
     pumping: bool = True  # catching up from the stream: wake-ups only mark it dirty
     dirty: bool = False
     saved: str = ZERO  # the position last written to Redis for the device

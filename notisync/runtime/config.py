@@ -28,6 +28,7 @@ class Settings(OpsSettings):
     redis_sentinels: str | None = None  # host:port,… (notisync/runtime/redis_topology.py)
     redis_master: str | None = None
     redis_wait: int = 0  # replicas WAITed for after each fan-out append; 0: off
+    redis_cluster: bool = False  # --redis-url names a Redis Cluster node
     jwt_secret: str | None = None
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     log_level: str = "INFO"

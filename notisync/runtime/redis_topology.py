@@ -1,4 +1,4 @@
-"""Which Redis a node talks to: one server by URL, or the primary Redis Sentinel names.
+"""Which Redis a node talks to: one server by URL, the primary Redis Sentinel names, or a Redis Cluster.
 
 With ``--redis-sentinels host:port,…`` and ``--redis-master NAME`` every
 connection asks the sentinels for the current primary when it opens (redis-py's
@@ -9,15 +9,24 @@ it: the bus re-subscribes and the node re-syncs every socket and sweeps the
 pending notifications (``Services._redis_back``), exactly as after a Redis
 restart. A connection still open to a demoted primary gets READONLY, which
 redis-py turns into a reconnect.
+
+With ``--redis-cluster`` the ``--redis-url`` names any node of a Redis
+Cluster (redis-py's ``redis.asyncio.cluster``): commands go to the primary
+owning each key's slot, every key of one user shares a slot (the hash tag in
+``store/keys.py``), and the bus holds shard subscriptions
+(``store/shard_bus.py``).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from notisync.runtime.ops_settings import yes
+
 POOL_SIZE = 64
+CLUSTER_POOL_SIZE = 512
 TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
 
 # flag name -> (env var, type, help); merged into notisync.runtime.config's flags.
@@ -25,6 +34,8 @@ SENTINEL_FLAGS: dict[str, tuple[str, type, str]] = {
     "redis-sentinels": ("NOTISYNC_REDIS_SENTINELS", str,
                         "host:port,… of Redis Sentinels (with --redis-master; instead of --redis-url)"),
     "redis-master": ("NOTISYNC_REDIS_MASTER", str, "the primary's name the sentinels monitor"),
+    "redis-cluster": ("NOTISYNC_REDIS_CLUSTER", yes,
+                      "--redis-url names a node of a Redis Cluster (7.0+): keys sharded by user, sharded pub/sub"),
     "redis-wait": ("NOTISYNC_REDIS_WAIT", int,
                    "replicas that must have a fan-out before it is answered (WAIT, 1 s at most); 0: off"),
 }
@@ -48,8 +59,14 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
 def check(settings: Any) -> str | None:
     """Normalise in place; a one-line error if the Redis flags do not fit together."""
     settings.redis_wait = int(settings.redis_wait)
+    settings.redis_cluster = yes(settings.redis_cluster)
     if settings.redis_wait < 0:
         return "--redis-wait must be 0 (off) or a number of replicas"
+    if settings.redis_cluster:
+        if not settings.redis_url or settings.redis_sentinels:
+            return "--redis-cluster needs --redis-url naming one node of the cluster (and no --redis-sentinels)"
+        if settings.redis_wait:
+            return "--redis-wait is for a primary with replicas under Sentinel, not for --redis-cluster"
     settings.redis_sentinels = settings.redis_sentinels or None
     settings.redis_master = settings.redis_master or None
     if settings.redis_sentinels is None:
@@ -66,15 +83,24 @@ def check(settings: Any) -> str | None:
 
 
 def describe(settings: Any) -> str:
+    if settings.redis_cluster:
+        return "cluster"
     return f"sentinel:{settings.redis_master}@{settings.redis_sentinels}" if settings.redis_sentinels else "external"
 
 
 class RedisTopology:
     """Builds the node's command client and the bus's own pool for one topology."""
 
-    def __init__(self, url: str | None, sentinels: str | None = None, master: str | None = None) -> None:
-        self.url, self.master = url, master
+    def __init__(self, url: str | None, sentinels: str | None = None, master: str | None = None,
+                 cluster: bool = False) -> None:
+        self.url, self.master, self.cluster = url, master, cluster
         self.sentinel = Sentinel(parse_sentinels(sentinels), **TIMEOUTS) if sentinels else None
+
+    def cluster_client(self, client_name: str) -> RedisCluster:
+        # max_connections is per cluster node; past it redis-py raises rather
+        # than waits, so it is set well above what the fan-out batches use.
+        return RedisCluster.from_url(self.url, max_connections=CLUSTER_POOL_SIZE, client_name=client_name,
+                                     **TIMEOUTS)
 
     def client(self, client_name: str) -> Redis:
         # A blocking pool waits for a free connection under load instead of

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from notisync.core.accounts import AccountService
@@ -39,6 +39,7 @@ from notisync.runtime.lifecycle import Lifecycle
 from notisync.runtime.redis_topology import RedisTopology
 from notisync.runtime.limits import POST_BURST_FACTOR, login_rates
 from store.bus import Bus
+from store.shard_bus import ShardedBus
 from store.documents import DocumentStore, utcnow
 from store.keys import Keys
 from store.presence import Presence
@@ -68,7 +69,8 @@ def client_name(settings: Settings) -> str:
     return f"notisync-{settings.node_id}"
 
 
-async def _undo_start(embedded: EmbeddedRedis | None, store: DocumentStore, redis: Redis | None, name: str) -> None:
+async def _undo_start(embedded: EmbeddedRedis | None, store: DocumentStore, redis: "Redis | RedisCluster | None",
+                      name: str) -> None:
     if redis is not None:
         await redis.aclose(close_connection_pool=True)
     try:
@@ -90,23 +92,26 @@ class Services:
     """
 
     def __init__(self, settings: Settings, embedded: EmbeddedRedis | None, topology: RedisTopology,
-                 store: DocumentStore, redis: Redis, tokens: TokenService, epoch: str) -> None:
+                 store: DocumentStore, redis: "Redis | RedisCluster", tokens: TokenService) -> None:
         s = self.settings = settings
         self.embedded, self.store, self.redis, self.tokens = embedded, store, redis, tokens
-        self.redis_url = topology.url  # None with Sentinel
+        self.redis_url = topology.url  # None with Sentinel; any node's with --redis-cluster
         self.lifecycle = Lifecycle()
         self.client_name = client_name(settings)
         self.keys = Keys(s.key_prefix)
         self.hub = Hub()
-        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait)
-        self.presence = Presence(redis, self.keys, s.presence_ttl)
-        self.bus = Bus(topology.url, redis, self.keys, s.node_id, client_name=self.client_name,
-                       pool=topology.bus_pool(self.client_name))
+        cluster = isinstance(redis, RedisCluster)
+        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait, cluster=cluster)
+        self.presence = Presence(redis, self.keys, s.presence_ttl, cluster=cluster)
+        self.bus: Bus = (
+            ShardedBus(redis, self.keys, s.node_id, client_name=self.client_name) if isinstance(redis, RedisCluster)
+            else Bus(topology.url, redis, self.keys, s.node_id, client_name=self.client_name,
+                     pool=topology.bus_pool(self.client_name)))
         self.recipients = Recipients(store, self.streams, policies=compile_all)
         self.liveness = Liveness(self.hub, self.presence, self.bus, s.node_id)
-        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients, epoch,
+        self.delivery = Delivery(self.hub, self.streams, self.bus, self.liveness, self.recipients,
                                  max_sockets_per_device=s.max_sockets_per_device)
-        self.positions = Positions(self.hub, self.streams, self.delivery)
+        self.positions = Positions(self.hub, self.streams)
         self.fan_out = FanOut(self.streams, self.recipients, self.delivery, s.node_id)
         self.sessions = SessionService(store, redis, self.keys, tokens, self.delivery)
         self.devices = DeviceService(store, self.presence, self.streams, self.delivery, self.recipients, self.sessions,
@@ -142,15 +147,16 @@ class Services:
         external = settings.redis_url or settings.redis_sentinels
         embedded = EmbeddedRedis(settings.data_dir, settings.redis_maxmemory) if not external else None
         store = make_store(settings)
-        redis: Redis | None = None
+        redis: Redis | RedisCluster | None = None
         try:
             redis_url = settings.redis_url if embedded is None else await embedded.start()
-            topology = RedisTopology(redis_url, settings.redis_sentinels, settings.redis_master)
+            topology = RedisTopology(redis_url, settings.redis_sentinels, settings.redis_master, settings.redis_cluster)
             await store.open()
-            redis = topology.client(client_name(settings))
-            epoch = await Streams(redis, Keys(settings.key_prefix)).ensure_epoch()
+            name = client_name(settings)
+            redis = topology.cluster_client(name) if settings.redis_cluster else topology.client(name)
+            await redis.ping()  # fail the start now, not the first request, if Redis is out of reach
             tokens = TokenService(secret, settings.access_token_ttl)
-            services = cls(settings, embedded, topology, store, redis, tokens, epoch)
+            services = cls(settings, embedded, topology, store, redis, tokens)
             await services.bus.start(services.delivery.on_bus_message, services._redis_back)
         except BaseException:
             await _undo_start(embedded, store, redis, client_name(settings))
