@@ -206,7 +206,7 @@ async def test_embedded_redis_full_answers_503_and_drops_nothing_accepted(stoppe
         assert accepted and refused, (len(accepted), refused)
         print(f"\n{len(accepted)} posts of 15 KB accepted before the 3 MB redis refused writes")
         # Nothing was evicted: every accepted notification is still in the laptop's stream.
-        assert await redis.xlen(Keys().stream(laptop)) == len(accepted)
+        assert await redis.xlen(Keys().stream(user.id, laptop)) == len(accepted)
         # The operator raises the limit; the laptop then gets everything accepted, and
         # what was stored before a 503 too (the sweeper finishes its fan-out).
         await redis.config_set("maxmemory", "0")

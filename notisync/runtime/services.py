@@ -72,13 +72,20 @@ def client_name(settings: Settings) -> str:
 async def _undo_start(embedded: EmbeddedRedis | None, store: DocumentStore, redis: "Redis | RedisCluster | None",
                       name: str) -> None:
     if redis is not None:
-        await redis.aclose(close_connection_pool=True)
+        await _close(redis)
     try:
         await store.close()
     except Exception as exc:  # the store may never have opened
         log.debug("closing the store after a failed start: %s", exc)
     if embedded is not None and embedded.proc is not None:
         await embedded.stop(ignore_client=name)
+
+
+async def _close(redis: "Redis | RedisCluster") -> None:
+    if isinstance(redis, RedisCluster):
+        await redis.aclose()  # closes every node's connections
+    else:
+        await redis.aclose(close_connection_pool=True)
 
 
 class Services:
@@ -204,7 +211,7 @@ class Services:
         except (RedisError, OSError) as exc:
             log.warning("could not save cursors on shutdown: %s", exc)
         await self.bus.stop()
-        await self.redis.aclose(close_connection_pool=True)
+        await _close(self.redis)
         await self.store.close()
         self.passwords.close()
         if self.embedded is not None:
