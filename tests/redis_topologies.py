@@ -141,14 +141,28 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def cluster_port(taken: set[int]) -> int:
     """A free loopback port whose bus port (+10000) is free too.
 
     ``free_port`` can return anything in the ephemeral range (up to 60999
-    here), but a cluster node on a port above 55535 has no bus port.
+    here), but a cluster node on a port above 55535 has no bus port. Both
+    ports are taken below the ephemeral range when it leaves room (20000 up
+    to 22767 here), where no outgoing connection or ``free_port`` lands
+    between this check and the server's bind.
     """
+    top = _ephemeral_low() - CLUSTER_BUS_OFFSET - 1
+    if top < 21000:
+        top = 65535 - CLUSTER_BUS_OFFSET
     for _ in range(1000):
-        port = random.randint(20000, 65535 - CLUSTER_BUS_OFFSET)
+        port = random.randint(20000, top)
         if not ({port, port + CLUSTER_BUS_OFFSET} & taken) and _port_free(port) \
                 and _port_free(port + CLUSTER_BUS_OFFSET):
             return port
