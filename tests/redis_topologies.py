@@ -214,6 +214,9 @@ class ClusterSetup:
                 # machine) still stands for election; the test wants the
                 # failover, not Redis's data-age guard.
                 "--cluster-replica-validity-factor", "0",
+                # Replicas' first sync starts at once, not after the 5 s a
+                # primary waits by default for more replicas to share it.
+                "--repl-diskless-sync-delay", "0",
             ], port, self.dir))
         # All on one host: redis-cli warns that replicas share their
         # primary's host, and --cluster-yes accepts the layout.
