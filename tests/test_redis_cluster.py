@@ -23,6 +23,10 @@ from tests.harness import Node, call, new_user, short_tmpdir, ws_connect
 from tests.redis_topologies import ClusterSetup
 from tests.test_churn import run_flow, server_state, setup_users
 
+# Posts per user: more than the Sentinel test's 150, so that on an idle
+# machine too the kill (2 s into the flow) lands while posts are still going.
+COUNT = 250
+
 
 @pytest.fixture
 def cluster_nodes():
@@ -73,7 +77,7 @@ async def test_primary_killed_mid_churn_loses_nothing_silently(cluster_nodes):
         assert holds_user_keys(topology, old_primary.port, victim_user.id), "the user's keys are elsewhere"
         # The phone's state gains an entry per accepted post: the kill must land mid-run.
         timing["posted_before"] = len(users[0][1][0].state)
-        assert timing["posted_before"] < 150, "the churn was over before the kill"
+        assert timing["posted_before"] < COUNT, "the churn was over before the kill"
         topology.kill(old_primary)
         timing["killed"] = time.monotonic()
         # The cluster's own failover, watched from a thread so the sockets
@@ -87,13 +91,13 @@ async def test_primary_killed_mid_churn_loses_nothing_silently(cluster_nodes):
             await asyncio.sleep(0.1)
         timing["healthy"] = time.monotonic()
 
-    posted, actions = await run_flow(nodes, users, count=150, middle=kill_primary)
+    posted, actions = await run_flow(nodes, users, count=COUNT, middle=kill_primary)
     new_primary = topology.primary_for_key(tag(victim_user.id))
     assert new_primary is not old_primary and new_primary.proc.poll() is None, "the cluster never promoted the replica"
     print(f"\ncluster failover: kill -> slots on the promoted replica in {timing['cluster']:.1f}s, "
           f"-> every node healthy in {timing['healthy'] - timing['killed']:.1f}s "
           f"({len(on_victim)} of {len(users)} users on the killed shard, "
-          f"its first user's phone {timing['posted_before']:.0f}/150 posts in at the kill)")
+          f"its first user's phone {timing['posted_before']:.0f}/{COUNT} posts in at the kill)")
     resyncs = 0
     for (user, devs), ids, acts in zip(users, posted, actions):
         truth = await server_state(user, nodes[0])
