@@ -19,9 +19,9 @@ import time
 import pytest
 
 from store.keys import Keys
-from tests.harness import Node, call, new_user, short_tmpdir, ws_connect
+from tests.harness import WS, Node, User, call, new_user, short_tmpdir, ws_connect
 from tests.redis_topologies import ClusterSetup
-from tests.test_churn import run_flow, server_state, setup_users
+from tests.test_churn import retrying, run_flow, server_state, setup_users
 
 # Posts per user: more than the Sentinel test's 150, so that on an idle
 # machine too the kill (2 s into the flow) lands while posts are still going.
@@ -115,16 +115,20 @@ async def test_primary_killed_mid_churn_loses_nothing_silently(cluster_nodes):
     assert await all_healthy(nodes)
 
 
-async def test_a_post_through_one_node_reaches_a_socket_on_the_other_on_every_shard(cluster_nodes):
-    topology, (node_a, node_b) = cluster_nodes
-    # Users until their slots cover all three primaries (each user is one slot).
-    by_primary: dict[int, object] = {}
+async def users_on_every_shard(topology: ClusterSetup, node: Node) -> dict[int, User]:
+    """New users until their slots cover all three primaries (each user is one slot): primary port -> user."""
+    by_primary: dict[int, User] = {}
     for _ in range(60):
-        user = await new_user(node_a)
+        user = await new_user(node)
         by_primary.setdefault(topology.primary_for_key(tag(user.id)).port, user)
         if len(by_primary) == 3:
-            break
-    assert len(by_primary) == 3, f"60 users on only {len(by_primary)} shards"
+            return by_primary
+    raise AssertionError(f"60 users on only {len(by_primary)} shards")
+
+
+async def test_a_post_through_one_node_reaches_a_socket_on_the_other_on_every_shard(cluster_nodes):
+    topology, (node_a, node_b) = cluster_nodes
+    by_primary = await users_on_every_shard(topology, node_a)
     keys = Keys()
     for port, user in by_primary.items():
         phone, laptop = await user.device("mobile"), await user.device("web")
@@ -148,3 +152,78 @@ async def test_a_post_through_one_node_reaches_a_socket_on_the_other_on_every_sh
         # The device's stream is on the primary owning the user's slot.
         with topology.client(port) as direct:
             assert direct.xlen(keys.stream(user.id, laptop)) >= 1
+
+
+async def news_for(ws: WS, nid: str, timeout: float = 30) -> tuple[bool, str | None]:
+    """Read ``ws`` until the notification ``nid`` arrives (True) or the server closes it (False).
+
+    Returns the newest stream id seen, for a reconnect's ``last_id``.
+    """
+    last = None
+    while True:
+        try:
+            frame = await ws.recv(timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"notification {nid} never arrived on an open socket ({timeout:.0f} s)") from None
+        if frame is None:
+            return False, last
+        if frame["type"] in ("new_notification", "notification_sync"):
+            last = frame["id"]
+            if frame["type"] == "new_notification" and frame["data"]["id"] == nid:
+                return True, last
+
+
+async def test_sockets_and_subscriptions_follow_a_failover(cluster_nodes):
+    """After a shard's primary dies, node B's sockets get posts made through node A, on every shard.
+
+    A socket held across the failover either keeps receiving or is closed
+    (1013: Redis away) and, reconnected from its last id, gets what it
+    missed; a socket opened after the failover gets a later post live, which
+    only node B's re-made shard subscription can bring (nothing is read from
+    a stream without a wake-up).
+    """
+    topology, (node_a, node_b) = cluster_nodes
+    by_primary = await users_on_every_shard(topology, node_a)
+    devices = {port: (await u.device("mobile"), await u.device("web")) for port, u in by_primary.items()}
+    held = {port: await ws_connect(node_b, u.token, devices[port][1]) for port, u in by_primary.items()}
+    last_ids: dict[int, str | None] = {}
+    reconnected: list[int] = []
+    try:
+        for port, user in by_primary.items():
+            nid = (await user.post("before", device=devices[port][0]))["id"]
+            got, last_ids[port] = await news_for(held[port], nid)
+            assert got, "no delivery before the kill"
+        victim = next(iter(by_primary))
+        old = next(s for s in topology.servers if s.port == victim)
+        topology.kill(old)
+        await asyncio.to_thread(topology.wait_failover, old, 120)
+        while not await all_healthy([node_a, node_b]):
+            await asyncio.sleep(0.1)
+        for port, user in by_primary.items():
+            phone, laptop = devices[port]
+            r = await retrying(lambda: call(node_a, "POST", "/api/v1/notifications",
+                                            {"app_name": "A", "title": "after"}, token=user.token,
+                                            headers={"X-Device-ID": phone}))
+            nid = r.body["id"]
+            got, last = await news_for(held[port], nid)
+            if not got:  # closed during the failover: reconnect as a client would
+                reconnected.append(port)
+                held[port].close()
+                held[port] = await ws_connect(node_b, user.token, laptop, last_id=last or last_ids[port])
+                got, _ = await news_for(held[port], nid)
+            assert got, f"the post after the failover never reached the socket (shard of {port})"
+            # A fresh socket, then a post: only a live wake-up on node B delivers it.
+            fresh = await ws_connect(node_b, user.token, laptop, last_id=nid)
+            try:
+                # The pong comes once the socket's open (subscribe, replay) is done.
+                await fresh.send({"type": "ping", "data": {}})
+                await fresh.recv_type("pong", timeout=30)
+                nid2 = (await user.post("live", device=phone))["id"]
+                got, _ = await news_for(fresh, nid2)
+                assert got, f"a socket opened after the failover got no live post (shard of {port})"
+            finally:
+                fresh.close()
+        print(f"\nsockets held across the failover that had to reconnect: {len(reconnected)} of {len(held)}")
+    finally:
+        for ws in held.values():
+            ws.close()
