@@ -38,12 +38,12 @@ async def rc(cluster):
     await client.aclose()
 
 
-def users_on_every_shard(rc: RedisCluster, keys: Keys) -> list[str]:
-    """User ids whose slots together cover every primary (one per primary)."""
+def users_on_every_shard(rc: RedisCluster, keys: Keys, prefix: str) -> list[str]:
+    """User ids whose slots together cover every primary (one per primary); the cluster is shared by the tests."""
     by_owner: dict[str, str] = {}
     n = 0
     while len(by_owner) < len(rc.get_primaries()):
-        user = f"user-{n}"
+        user = f"{prefix}-{n}"
         by_owner.setdefault(rc.get_node_from_key(keys.epoch(user)).name, user)
         n += 1
     return list(by_owner.values())
@@ -72,7 +72,7 @@ async def test_a_fan_out_on_every_shard_wakes_the_subscribed_node(rc: RedisClust
     got: list[Any] = []
     listener = await started_bus(rc, "listener", got, [])
     try:
-        users = users_on_every_shard(rc, keys)
+        users = users_on_every_shard(rc, keys, "fan-out")
         for user in users:
             await listener.subscribe(user)
         for user in users:
@@ -94,7 +94,7 @@ async def test_a_fan_out_on_every_shard_wakes_the_subscribed_node(rc: RedisClust
 async def test_cursors_and_presence_of_users_on_every_shard(rc: RedisCluster) -> None:
     keys = Keys()
     streams = Streams(rc, keys, cluster=True)
-    users = users_on_every_shard(rc, keys)
+    users = users_on_every_shard(rc, keys, "cursors")
     epochs = {user: await streams.ensure_epoch(user) for user in users}
     await streams.save_cursors({user: (epochs[user], {"d1": "5-1", "d2": "6-0"}) for user in users})
     await streams.save_cursors({user: (epochs[user], {"d1": "4-0"}) for user in users})  # never backwards
