@@ -141,12 +141,14 @@ class Bus:
         await self._conn.send_command("SUBSCRIBE", channel)
         await asyncio.wait_for(waiter, timeout=10)
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> set[str]:
+        """Connect and subscribe every held channel; returns the users subscribed."""
         if self._pool is None:
             raise ConnectionError("this bus was built without a Redis URL or pool")
         conn = self._pool.make_connection()
         await conn.connect()
-        channels = [self._keys.user_channel(u) for u in self._refs]
+        users = set(self._refs)
+        channels = self._held_channels()
         # A node-wide channel keeps the connection in subscribed mode even
         # with no user subscribed, so its replies are always pub/sub frames.
         await conn.send_command("SUBSCRIBE", self._keys.node_channel(self.node_id), *channels)
@@ -154,6 +156,27 @@ class Bus:
             await self._read(conn)
         self._conn = conn
         self._connected.set()
+        return users
+
+    async def _after_reconnect(self, subscribed: set[str]) -> None:
+        """Subscribe what the reconnect missed, then let the sync layer re-read every stream.
+
+        A socket that arrived while the connection was being made found the
+        bus down and left its channel to the reconnect, which had already
+        listed what to subscribe: its channel is subscribed here, before the
+        re-sync reads the streams (so nothing appended after that read goes
+        unseen).
+        """
+        for user_id in [u for u in self._refs if u not in subscribed]:
+            try:
+                await self._send_subscribe(self._keys.user_channel(user_id))
+            except (RedisError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                log.warning("subscribe after reconnect failed (%s); the next reconnect retries it", exc)
+        if self._on_reconnect is not None:
+            await self._on_reconnect()
+
+    def _held_channels(self) -> list[str]:
+        return [self._keys.user_channel(u) for u in self._refs]
 
     async def _disconnect(self) -> None:
         self._connected.clear()
@@ -235,12 +258,11 @@ class Bus:
         next_warning = loop.time()
         while not self._stopping:
             try:
-                await self._connect()
+                subscribed = await self._connect()
                 log.info("pub/sub reconnected; re-syncing local sockets")
                 # Run beside the listener: the re-sync may wait on Redis while
                 # new sockets wait on subscription confirmations.
-                if self._on_reconnect is not None:
-                    self._resync = asyncio.create_task(self._on_reconnect())
+                self._resync = asyncio.create_task(self._after_reconnect(subscribed))
                 return
             except asyncio.CancelledError:
                 raise

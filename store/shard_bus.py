@@ -178,7 +178,8 @@ class ShardedBus(Bus):
             await self._close_shards()
             try:
                 await self._cluster.nodes_manager.initialize()  # the slot map as it is now
-                waiters = [await self._ssubscribe(self._keys.user_channel(u).encode()) for u in list(self._refs)]
+                users = set(self._refs)
+                waiters = [await self._ssubscribe(self._keys.user_channel(u).encode()) for u in users]
                 await asyncio.wait_for(asyncio.gather(*waiters), timeout=SUBSCRIBE_TIMEOUT)
             except asyncio.CancelledError:
                 raise
@@ -193,8 +194,7 @@ class ShardedBus(Bus):
                 continue
             self._connected.set()
             log.info("sharded pub/sub re-subscribed on %d shard(s); re-syncing local sockets", len(self._shards))
-            if self._on_reconnect is not None:
-                self._resync = asyncio.create_task(self._on_reconnect())
+            self._resync = asyncio.create_task(self._after_reconnect(users))
             return
 
     async def _close_shards(self) -> None:
