@@ -43,8 +43,9 @@ class HubStore(abc.ABC):
         """device id -> stored preferences, for every device of the user that has any."""
 
     @abc.abstractmethod
-    async def set_preferences(self, user_id: str, device_id: str, prefs: Record) -> None:
-        """Replace the device's stored preferences (insert if none)."""
+    async def update_preferences(self, user_id: str, device_id: str, fields: Record) -> Record:
+        """Set these top-level fields of the device's stored preferences (inserted if none), atomically:
+        concurrent updates of different fields all survive. Returns the stored preferences after it."""
 
     # -- digest schedules -----------------------------------------------------
     @abc.abstractmethod

@@ -73,10 +73,14 @@ class MongoHubMixin(HubStore):
         docs = await self._db["device_prefs"].find({"user_id": user_id}).to_list(length=None)
         return {d["_id"]: d["prefs"] for d in docs}
 
-    async def set_preferences(self, user_id: str, device_id: str, prefs: Record) -> None:
-        await self._db["device_prefs"].update_one(
-            {"_id": device_id, "user_id": user_id}, {"$set": {"prefs": prefs}}, upsert=True
+    async def update_preferences(self, user_id: str, device_id: str, fields: Record) -> Record:
+        # One $set per field: the server applies the document update atomically,
+        # so concurrent updates of different fields never overwrite each other.
+        doc = await self._db["device_prefs"].find_one_and_update(
+            {"_id": device_id, "user_id": user_id}, {"$set": {f"prefs.{k}": v for k, v in fields.items()}},
+            upsert=True, return_document=ReturnDocument.AFTER,
         )
+        return dict(doc["prefs"])
 
     # -- digest schedules -----------------------------------------------------
     async def get_digest_schedule(self, user_id: str) -> Record | None:

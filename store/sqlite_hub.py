@@ -83,13 +83,20 @@ class SQLiteHubMixin(HubStore):
         sql = "SELECT device_id, doc FROM device_prefs WHERE user_id = ?"
         return await self._run(lambda conn: {r[0]: json.loads(r[1]) for r in conn.execute(sql, (user_id,))})
 
-    async def set_preferences(self, user_id: str, device_id: str, prefs: Record) -> None:
-        sql = (
+    async def update_preferences(self, user_id: str, device_id: str, fields: Record) -> Record:
+        select = "SELECT doc FROM device_prefs WHERE device_id = ? AND user_id = ?"
+        upsert = (
             "INSERT INTO device_prefs (device_id, user_id, doc) VALUES (?, ?, ?)"
             " ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc WHERE user_id = excluded.user_id"
         )
-        params = (device_id, user_id, json.dumps(prefs, separators=(",", ":")))
-        await self._write(lambda conn: conn.execute(sql, params))
+
+        def merge(conn: Any) -> Record:  # one write transaction on the store thread: read, merge, write
+            row = conn.execute(select, (device_id, user_id)).fetchone()
+            prefs = {**(json.loads(row[0]) if row else {}), **fields}
+            conn.execute(upsert, (device_id, user_id, json.dumps(prefs, separators=(",", ":"))))
+            return prefs
+
+        return await self._write(merge)
 
     # -- digest schedules -----------------------------------------------------
     async def get_digest_schedule(self, user_id: str) -> Record | None:

@@ -57,15 +57,29 @@ async def test_update_and_delete_rule_only_own(store: DocumentStore) -> None:
     assert await store.list_rules("u1") == []
 
 
-async def test_preferences_replace_per_device(store: DocumentStore) -> None:
+async def test_preferences_merge_per_device(store: DocumentStore) -> None:
     assert await store.get_preferences("u1") == {}
-    await store.set_preferences("u1", "d1", {"muted_apps": ["a"]})
-    await store.set_preferences("u1", "d2", {"blocked_apps": ["b"]})
-    await store.set_preferences("u1", "d1", {"muted_apps": ["c"], "sync_dismissals": False})
+    assert await store.update_preferences("u1", "d1", {"muted_apps": ["a"]}) == {"muted_apps": ["a"]}
+    await store.update_preferences("u1", "d2", {"blocked_apps": ["b"]})
+    merged = await store.update_preferences("u1", "d1", {"muted_apps": ["c"], "sync_dismissals": False})
+    assert merged == {"muted_apps": ["c"], "sync_dismissals": False}
     assert await store.get_preferences("u1") == {
         "d1": {"muted_apps": ["c"], "sync_dismissals": False}, "d2": {"blocked_apps": ["b"]},
     }
     assert await store.get_preferences("u2") == {}
+
+
+async def test_concurrent_preference_updates_of_different_fields_all_survive(store: DocumentStore) -> None:
+    quiet = {"start": "22:00", "end": "07:00", "timezone": "UTC"}
+    await asyncio.gather(
+        store.update_preferences("u1", "d1", {"muted_apps": ["m"]}),
+        store.update_preferences("u1", "d1", {"blocked_apps": ["b"]}),
+        store.update_preferences("u1", "d1", {"sync_dismissals": False}),
+        store.update_preferences("u1", "d1", {"quiet_hours": quiet}),
+    )
+    assert (await store.get_preferences("u1"))["d1"] == {
+        "muted_apps": ["m"], "blocked_apps": ["b"], "sync_dismissals": False, "quiet_hours": quiet,
+    }
 
 
 async def test_digest_schedules_listed_when_enabled(store: DocumentStore) -> None:
@@ -90,7 +104,7 @@ async def test_notification_keeps_its_route_and_silent(store: DocumentStore) -> 
 async def test_deleted_user_leaves_no_rules_preferences_or_schedule(store: DocumentStore) -> None:
     user = await add_user(store)
     await store.create_rule(rule(user["id"]), 100)
-    await store.set_preferences(user["id"], "d1", {"muted_apps": []})
+    await store.update_preferences(user["id"], "d1", {"muted_apps": []})
     await store.set_digest_schedule(user["id"], {"enabled": True, "time": "08:00", "timezone": "UTC"})
     await store.delete_user(user["id"])
     assert await store.list_rules(user["id"]) == []

@@ -38,12 +38,11 @@ class PreferenceService:
         return view((await self.store.get_preferences(user_id)).get(device_id))
 
     async def update(self, user_id: str, device_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        """A partial update: the fields given replace the stored ones."""
+        """A partial update: the fields given replace the stored ones (atomically, in the store)."""
         await self.devices.require_live(user_id, device_id)
-        merged = {**view((await self.store.get_preferences(user_id)).get(device_id)), **data}
-        await self.store.set_preferences(user_id, device_id, merged)
+        stored = await self.store.update_preferences(user_id, device_id, data)
         await self.streams.bump_device_version(user_id)  # every node's cached list (and prefs) is now stale
-        return merged
+        return view(stored)
 
 
 def _fold(text: str) -> str:
