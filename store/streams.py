@@ -238,10 +238,6 @@ class Streams:
         marker = self._keys.fanout(user_id, notification_id)
         return bool(await self._redis.set(marker, "0", nx=True, ex=MARKER_TTL))
 
-    async def device_version(self, user_id: str) -> int:
-        value = await self._redis.get(self._keys.device_version(user_id))
-        return int(value) if value else 0
-
     async def drop_user(self, user_id: str) -> None:
         """A deleted account's counter and epoch (a new account never reuses a user id)."""
         await self._redis.delete(self._keys.device_version(user_id), self._keys.epoch(user_id))
