@@ -53,6 +53,12 @@ class MongoHubMixin(HubStore):
             last = await rules.find({"user_id": rule["user_id"]}).sort("position", -1).limit(1).to_list(length=1)
             row["position"] = last[0]["position"] + 1 if last else 0
         await rules.insert_one({"_id": row["id"], **{k: v for k, v in row.items() if k != "id"}})
+        # Counted again after the insert: of creates racing at the limit, each
+        # sees the others' rows and one over the limit undoes its own. So the
+        # limit is never overshot; at worst a racer is refused that would have fit.
+        if await rules.count_documents({"user_id": rule["user_id"]}) > limit:
+            await rules.delete_one({"_id": row["id"]})
+            return None
         return row
 
     async def update_rule(self, user_id: str, rule_id: str, fields: Record) -> Record | None:

@@ -42,6 +42,14 @@ async def test_rule_limit_is_per_user_and_atomic(store: DocumentStore) -> None:
     assert await store.create_rule(rule("u2"), 3) is not None
 
 
+async def test_rule_creates_racing_past_the_limit_never_overshoot_it(store: DocumentStore) -> None:
+    await store.create_rule(rule("u3"), 3)
+    made = await asyncio.gather(*(store.create_rule(rule("u3"), 3) for _ in range(10)))
+    kept = await store.list_rules("u3")
+    assert 1 <= len(kept) <= 3
+    assert {r["id"] for r in made if r is not None} <= {r["id"] for r in kept}  # a refused create left no row
+
+
 async def test_update_and_delete_rule_only_own(store: DocumentStore) -> None:
     r = await store.create_rule(rule("u1"), 100)
     assert r is not None
