@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.driver import Generator  # noqa: E402
+from bench.common import add_load_arguments  # noqa: E402
+from bench.driver import Generator, started  # noqa: E402
 from bench.targets import NotiSync  # noqa: E402
 
 
@@ -38,13 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--old", required=True, help="checkout of the baseline (e.g. a worktree of main)")
     p.add_argument("--new", default=ROOT, help="checkout under test (default: this one)")
-    p.add_argument("--users", type=int, default=200)
-    p.add_argument("--devices", type=int, default=5)
+    add_load_arguments(p, users=200, runs=5, duration=5.0, drain=60.0)
     p.add_argument("--rate", type=float, default=500.0, help="notifications/s per tree")
-    p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--settle", type=float, default=2.0)
-    p.add_argument("--drain", type=float, default=60.0)
-    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--saturation", action="store_true", help="also a closed-loop saturation window per run")
     p.add_argument("--notisync-args", default="", help="flags for both nodes (default: none, as shipped)")
     return p.parse_args(argv)
@@ -78,50 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = shlex.split(args.notisync_args)
     targets = {"old": NotiSync(flags=flags, root=args.old), "new": NotiSync(flags=flags, root=args.new)}
-    gens: dict[str, Generator] = {}
+    for name, target in targets.items():
+        target.name = name  # both are "notisync": started() keys its generators by name
     figures: dict[str, dict[str, list[float]]] = {n: {} for n in targets}
-    missing = 0
     print(f"old={os.path.abspath(args.old)} new={os.path.abspath(args.new)} rate={args.rate:g}/s "
           f"{args.users}x{args.devices} load={os.getloadavg()}", flush=True)
-    try:
-        for name, target in targets.items():
-            target.start()
-            gens[name] = Generator(target, args.users, args.devices, loop="asyncio", frame_ids=False, resume=False)
-            gens[name].call("prepare", timeout=300 + args.users * 2)
-        budget = args.duration + args.drain + 300
-        for run in range(args.runs):
-            kinds = [("latency", {"rate": args.rate})] + ([("saturate", {"window": 4})] if args.saturation else [])
-            for kind, extra in kinds:
-                res = both(gens, targets, budget, kind=kind, settle=args.settle, duration=args.duration,
-                           drain=args.drain, tag=f"AB{kind[0]}{run}", **extra)
-                line = [f"run {run} {kind:8s} load {os.getloadavg()[0]:.2f}"]
-                for name in targets:
-                    r = res[name]
-                    if "error" in r:
-                        line.append(f"{name}: ERROR {r['error']}")
-                        continue
-                    missing += r["missing"]
-                    us = per_notification_us(r)
-                    figures[name].setdefault(kind, []).append(us)
-                    if kind == "saturate":
-                        figures[name].setdefault("sat_deliveries_per_s", []).append(r["deliveries_per_s"])
-                    figures[name].setdefault(f"{kind}_p99", []).append(r["latency_ms"]["p99"])
-                    line.append(f"{name}: {us:6.0f} us/notification, sent {r['sent']}, "
-                                f"{r['deliveries_per_s']:.0f} deliv/s, p99 {r['latency_ms']['p99']:.1f} ms, "
-                                f"missing {r['missing']}")
-                print(" | ".join(line), flush=True)
-    finally:
-        for name in targets:
-            if name in gens:
-                gens[name].stop()
-            # A missing delivery is explained here or not at all (e.g. sockets
-            # whose auth timed out in a connect burst on a starved machine).
-            for node in targets[name].nodes:
-                problems = node.log_problems(limit=5)
-                print(f"{name} log: {problems['count']} warning/error line(s), {problems['errors']} error(s)")
-                for line in problems["first"]:
-                    print(f"  {line[:200]}")
-            targets[name].stop()
+    with started(list(targets.values()), args.users, args.devices,
+                 loop="asyncio", frame_ids=False, resume=False) as gens:
+        try:
+            missing = measure(args, gens, targets, figures)
+        finally:
+            print_log_problems(targets)
     print("medians:")
     for key in sorted({k for f in figures.values() for k in f}):
         old, new = (statistics.median(figures[n][key]) if figures[n].get(key) else None for n in ("old", "new"))
@@ -129,6 +93,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:22s} old {old!s:>10.10} new {new!s:>10.10} new/old {ratio}")
     print(f"missing deliveries: {missing}")
     return 1 if missing else 0
+
+
+def measure(args: argparse.Namespace, gens: dict[str, Generator], targets: dict[str, NotiSync],
+            figures: dict[str, dict[str, list[float]]]) -> int:
+    """Every run's windows on both trees at once, a line each; the figures per tree. Returns the missing."""
+    missing = 0
+    budget = args.duration + args.drain + 300
+    for run in range(args.runs):
+        kinds = [("latency", {"rate": args.rate})] + ([("saturate", {"window": 4})] if args.saturation else [])
+        for kind, extra in kinds:
+            res = both(gens, targets, budget, kind=kind, settle=args.settle, duration=args.duration,
+                       drain=args.drain, tag=f"AB{kind[0]}{run}", **extra)
+            line = [f"run {run} {kind:8s} load {os.getloadavg()[0]:.2f}"]
+            for name in targets:
+                r = res[name]
+                if "error" in r:
+                    line.append(f"{name}: ERROR {r['error']}")
+                    continue
+                missing += r["missing"]
+                us = per_notification_us(r)
+                figures[name].setdefault(kind, []).append(us)
+                if kind == "saturate":
+                    figures[name].setdefault("sat_deliveries_per_s", []).append(r["deliveries_per_s"])
+                figures[name].setdefault(f"{kind}_p99", []).append(r["latency_ms"]["p99"])
+                line.append(f"{name}: {us:6.0f} us/notification, sent {r['sent']}, "
+                            f"{r['deliveries_per_s']:.0f} deliv/s, p99 {r['latency_ms']['p99']:.1f} ms, "
+                            f"missing {r['missing']}")
+            print(" | ".join(line), flush=True)
+    return missing
+
+
+def print_log_problems(targets: dict[str, NotiSync]) -> None:
+    # A missing delivery is explained here or not at all (e.g. sockets
+    # whose auth timed out in a connect burst on a starved machine).
+    for name, target in targets.items():
+        for node in target.nodes:
+            problems = node.log_problems(limit=5)
+            print(f"{name} log: {problems['count']} warning/error line(s), {problems['errors']} error(s)")
+            for line in problems["first"]:
+                print(f"  {line[:200]}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Small helpers shared by the benchmark's parent and generator processes."""
+"""Small helpers shared by the benchmarks (bench/*.py) and their generator processes:
+percentiles, HTTP, /proc sampling, the --quick option and the results file."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -11,8 +13,12 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 HTTP_TIMEOUT = 30.0
 PASSWORD = "bench-password-1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def summarize(values: list[float], scale: float = 1000.0) -> dict[str, Any]:
@@ -54,11 +60,10 @@ def error_code(status: int, body: Any) -> str:
 
 def environment() -> dict[str, Any]:
     """What was measured: commit (and whether the tree had edits), Python, CPUs, load."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*cmd: str) -> str:
         try:
-            return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True, timeout=5).stdout.strip()
+            return subprocess.run(["git", "-C", ROOT, *cmd], capture_output=True, text=True, timeout=5).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -78,3 +83,73 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+# -- the command line and the results file ------------------------------------------------
+def add_load_arguments(p: argparse.ArgumentParser, users: int, runs: int, duration: float, drain: float,
+                       devices: int = 5) -> None:
+    """The shape of a generator-driven run: who connects, how often and how long it is measured."""
+    p.add_argument("--users", type=int, default=users)
+    p.add_argument("--devices", type=int, default=devices, help="per user: one phone and D-1 receivers")
+    p.add_argument("--runs", type=int, default=runs, help="interleaved repetitions")
+    p.add_argument("--duration", type=float, default=duration, help="seconds per measured window")
+    p.add_argument("--drain", type=float, default=drain, help="seconds allowed for the last deliveries")
+
+
+def parse_with_quick(p: argparse.ArgumentParser, argv: list[str] | None, help: str = "a smoke run",
+                     **quick: Any) -> argparse.Namespace:
+    """Add ``--quick``: the ``quick`` defaults instead (flags given explicitly still win)."""
+    p.add_argument("--quick", action="store_true", help=help)
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**quick)
+    return p.parse_args(argv)
+
+
+def results_path(name: str, ext: str = ".json") -> str:
+    """bench/results/<name>-<time><ext>, the folder made if need be."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    return os.path.join(RESULTS_DIR, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{ext}")
+
+
+def write_results(name: str, data: Any) -> str:
+    path = results_path(name)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    return path
+
+
+# -- /proc sampling ------------------------------------------------------------------------
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (which may contain spaces): field 3 (state) first."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime (field 14) + stime (field 15) of a process; OSError once it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_sample(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds (utime+stime) and RSS of a live process, or None."""
+    if pid is None:
+        return None
+    try:
+        cpu = cpu_seconds(pid)
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"cpu_s": cpu, "rss_mb": rss_pages * PAGE_KB / 1024, "t": time.time()}
+
+
+def machine_sample() -> dict[str, float] | None:
+    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return {"cpu_s": (sum(ticks[:8]) - idle) / CLK_TCK, "rss_mb": 0.0, "t": time.time()}

@@ -33,7 +33,6 @@ import json
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,11 +40,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench import independent, summary  # noqa: E402
-from bench.common import environment  # noqa: E402
-from bench.driver import Generator  # noqa: E402
+from bench.common import environment, parse_with_quick, results_path  # noqa: E402
+from bench.driver import Generator, started  # noqa: E402
 from bench.targets import NotiSync, Target, all_targets  # noqa: E402
-
-RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,11 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uvloop", action="store_true", help="run every server (ours and the peers) on uvloop")
     p.add_argument("--no-cluster", action="store_true", help="skip the two-node NotiSync target")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity scenario")
-    p.add_argument("--quick", action="store_true", help="20 users, 1 run, 3 s, 1,000 sockets: a smoke run")
     independent.add_arguments(p)
-    if p.parse_known_args(argv)[0].quick:  # smaller defaults; explicit flags still win
-        p.set_defaults(users=20, runs=1, duration=3.0, capacity=1000, catchup=200)
-    args = p.parse_args(argv)
+    args = parse_with_quick(p, argv, "20 users, 1 run, 3 s, 1,000 sockets: a smoke run",
+                            users=20, runs=1, duration=3.0, capacity=1000, catchup=200)
     if args.duration is None:
         args.duration = 5.0 if args.case == "independent" else 8.0
     if args.case == "independent":
@@ -96,15 +91,12 @@ def pick_targets(args: argparse.Namespace) -> list[Target]:
 
 # -- the interleaved runs ----------------------------------------------------------------
 def interleaved(args: argparse.Namespace, targets: list[Target], data: dict[str, Any]) -> None:
-    gens: dict[str, Generator] = {}
-    try:
+    with started(targets, args.users, args.devices, stops=data["stops"]) as gens:
         for t in targets:
-            t.start()
-            gens[t.name] = gen = Generator(t, args.users, args.devices)
-            prep = gen.call("prepare", timeout=300 + args.users * 2)
+            gen = gens[t.name]
             conn = gen.call("connect", timeout=300)
             warm = gen.measured("warmup", timeout=args.drain + 60, drain=args.drain)
-            data["setup"][t.name] = {"prepare": prep, "connect": conn}
+            data["setup"][t.name] = {"prepare": gen.prepared, "connect": conn}
             record(data, t.name, "warmup", warm)
             log(f"{t.name}: {conn['sockets']} sockets up (server counts {conn['server_connections']}), "
                 f"warm-up {warm['received']}/{warm['expected']} delivered")
@@ -129,11 +121,6 @@ def interleaved(args: argparse.Namespace, targets: list[Target], data: dict[str,
                 res = gens["notisync"].measured("catchup", 300, count=args.catchup, window=50,
                                                 drain=args.drain, tag=f"C{k}")
                 record(data, "notisync", "catchup", res, k)
-    finally:
-        for t in targets:
-            if t.name in gens:
-                gens[t.name].stop()
-            data["stops"][t.name] = t.stop()
 
 
 def capacity(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -170,8 +157,7 @@ def log(line: str) -> None:
 
 
 def write(data: dict[str, Any], markdown: str) -> str:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    stem = os.path.join(RESULTS_DIR, f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    stem = results_path("compare", "")
     with open(stem + ".json", "w") as f:
         json.dump(data, f, indent=1)
     with open(stem + ".md", "w") as f:

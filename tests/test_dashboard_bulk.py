@@ -6,7 +6,12 @@ import re
 
 from playwright.async_api import Browser, expect
 
+from tests import dashboard_helpers
+from tests.dashboard_helpers import logged_in, phone_for, post_many, signed_up
 from tests.harness import Node, call
+
+# The fixtures: pytest finds them as attributes of this module.
+browser, dash_node = dashboard_helpers.browser, dashboard_helpers.dash_node
 
 
 def decode_qr(view_box: str, path: str) -> str:
@@ -21,22 +26,16 @@ def decode_qr(view_box: str, path: str) -> str:
     found = zxingcpp.read_barcodes(image)
     assert found, "no QR code found"
     return found[0].text
-from tests.test_dashboard import auth, browser, dash_node, new_email, open_tab, phone_for  # noqa: F401 (fixtures)
 
 
 async def test_badge_counts_what_the_server_has_and_bulk_buttons(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
-    b = await open_tab(browser, dash_node, "B")
-    await auth(b, email, "Log in")
+    a, email = await signed_up(browser, dash_node)
+    b = await logged_in(browser, dash_node, email)
     phone, device = await phone_for(dash_node, email)
-    for start in range(0, 60, 20):
-        await asyncio.gather(*(phone.post(f"note {i}", device=device, app_name="Mail") for i in range(start, start + 20)))
+    await post_many(phone, device, "note", 60, "Mail")
     await expect(a.page.locator("#unread-count")).to_have_text("60 unread")
     # after a reload only one page (50) is loaded: the badge still says what the server has
-    await a.page.reload()
-    await a.connected()
+    await a.reload()
     await expect(a.page.locator("#notifications > li")).to_have_count(50)
     await expect(a.page.locator("#unread-count")).to_have_text("60 unread")
     await expect(a.page).to_have_title("(60) NotiSync")
@@ -63,16 +62,12 @@ async def test_badge_counts_what_the_server_has_and_bulk_buttons(dash_node: Node
 
 
 async def test_search_and_history(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
+    a, email = await signed_up(browser, dash_node)
     phone, device = await phone_for(dash_node, email)
     await phone.post("Invoice 4512 paid", device=device, app_name="Bank", body="thank you")
-    for start in range(0, 60, 20):  # push it off the first page
-        await asyncio.gather(*(phone.post(f"chatter {i}", device=device, app_name="Chat") for i in range(start, start + 20)))
+    await post_many(phone, device, "chatter", 60, "Chat")  # push it off the first page
     await expect(a.page.locator("#notifications > li")).to_have_count(61)
-    await a.page.reload()
-    await a.connected()
+    await a.reload()
     await expect(a.page.locator("#notifications > li")).to_have_count(50)
     await a.page.get_by_label("Search notifications").fill("invoice")
     await expect(a.page.locator("#notifications > li")).to_have_count(1)  # found by the server, not the page
@@ -99,12 +94,9 @@ async def test_search_and_history(dash_node: Node, browser: Browser) -> None:
 
 
 async def test_a_devices_api_keys_panel(dash_node: Node, browser: Browser) -> None:
-    email = new_email()
-    a = await open_tab(browser, dash_node, "A")
-    await auth(a, email, "Sign up")
+    a, email = await signed_up(browser, dash_node)
     phone, device = await phone_for(dash_node, email)
-    await a.page.reload()
-    await a.connected()
+    await a.reload()
     await a.page.get_by_role("button", name="API keys of device: Pixel").click()
     panel = a.page.locator("#keys-panel")
     await expect(panel).to_be_visible()

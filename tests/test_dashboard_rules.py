@@ -1,26 +1,28 @@
 """The rules editor and the device preferences panel in headless Chromium, against a real node
-(helpers of tests/test_dashboard.py). Screenshots: docs/rules-editor.png, docs/device-preferences.png."""
+(helpers: tests/dashboard_helpers.py). Screenshots: rules-editor.png and device-preferences.png in
+test-output/dashboard/, or in docs/ (the README's pictures) with NOTISYNC_WRITE_DOCS=1."""
 from __future__ import annotations
 
 import os
 
 from playwright.async_api import expect
 
-from tests.harness import ROOT, ws_connect
-from tests.test_dashboard import auth, browser, dash_node, open_tab, phone_for  # noqa: F401
+from tests import dashboard_helpers
+from tests.dashboard_helpers import auth, docs_png, open_tab, phone_for
+from tests.harness import ws_connect
 
-DOCS = os.path.join(ROOT, "docs")
+# The fixtures: pytest finds them as attributes of this module.
+browser, dash_node = dashboard_helpers.browser, dashboard_helpers.dash_node
 
 
-async def test_rules_editor_and_preferences_panel(browser, dash_node) -> None:  # noqa: F811
+async def test_rules_editor_and_preferences_panel(browser, dash_node) -> None:
     tab = await open_tab(browser, dash_node, "rules")
     page = tab.page
     email = f"r{os.urandom(4).hex()}@example.com"
     await auth(tab, email, "Sign up")
     phone, phone_id = await phone_for(dash_node, email)
     laptop = await phone.device("desktop", "Work laptop")
-    await page.reload()  # a device added elsewhere shows up on the next list
-    await tab.connected()
+    await tab.reload()  # a device added elsewhere shows up on the next list
 
     async def add(name: str, app: str, **checks: bool) -> None:
         await page.get_by_label("Name", exact=True).fill(name)
@@ -60,7 +62,7 @@ async def test_rules_editor_and_preferences_panel(browser, dash_node) -> None:  
     await page.get_by_role("button", name="Test", exact=True).click()
     await expect(page.locator("#rule-test-result")).to_contain_text("Quiet Slack")
     await expect(page.locator("#rule-test-result")).to_contain_text("silent")
-    await page.locator("section[aria-labelledby=rules-title]").screenshot(path=os.path.join(DOCS, "rules-editor.png"))
+    await page.locator("section[aria-labelledby=rules-title]").screenshot(path=docs_png("rules-editor.png"))
     stored = {r["name"]: r for r in (await phone.call("GET", "/api/v1/rules")).body["rules"]}
     assert stored["No promos"]["enabled"] is False and stored["Quiet Slack"]["match"] == {"app_name": "Slack"}
     # Delete.
@@ -85,8 +87,7 @@ async def test_rules_editor_and_preferences_panel(browser, dash_node) -> None:  
     assert prefs == {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe/Paris",
                                      "days": [0, 1, 2, 3, 4]},
                      "muted_apps": ["WhatsApp", "Mail"], "blocked_apps": ["Candy*"], "sync_dismissals": False}
-    await page.locator("aside[aria-labelledby=prefs-title]").screenshot(
-        path=os.path.join(DOCS, "device-preferences.png"))
+    await page.locator("aside[aria-labelledby=prefs-title]").screenshot(path=docs_png("device-preferences.png"))
     await page.get_by_label("Time zone").fill("Nowhere/Land")
     await page.get_by_role("button", name="Save preferences").click()
     await expect(page.locator("#prefs-status")).to_contain_text("quiet_hours.timezone")

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Node, free_port, new_user, ws_connect
-from tests.test_cli import Cli, _stop_embedded_redis
+from tests.harness import free_port, new_user, ws_connect
+from tests.cli_helpers import Cli, own_node
 
 API = "/api/v1"
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "termux")
@@ -79,10 +79,7 @@ async def new_ones(ws, count: int) -> list[dict[str, Any]]:
 async def cli(node, tmp_path):
     c = Cli(node.base, str(tmp_path / "config"))
     yield c
-    for proc in c.procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    await c.kill_all()
 
 
 async def test_forward_posts_updates_dismisses_and_never_duplicates(node, cli, tmp_path) -> None:
@@ -162,9 +159,7 @@ async def test_forward_fails_clearly_without_a_key_or_the_tool(node, cli, tmp_pa
 
 
 async def test_forward_keeps_running_through_a_server_restart(tmp_path) -> None:
-    own = Node().start()
-    cli = Cli(own.base, str(tmp_path / "config"))
-    try:
+    async with own_node(tmp_path) as (own, cli):
         user = await new_user(own)
         _, key = await phone_with_key(user)
         phone = Phone(tmp_path, cli, key)
@@ -188,12 +183,3 @@ async def test_forward_keeps_running_through_a_server_restart(tmp_path) -> None:
         assert sorted(n["app_name"] for n in stored.values()) == [
             "Calendar", "Gmail", "Messages", "Telegram", "WhatsApp"]  # each once
         assert sum(n["is_dismissed"] for n in stored.values()) == 2
-    finally:
-        for p in cli.procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-        own.stop()
-        own.kill()
-        _stop_embedded_redis(own.data_dir)
-        shutil.rmtree(own.data_dir, ignore_errors=True)

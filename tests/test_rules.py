@@ -7,7 +7,7 @@ import asyncio
 import shutil
 from typing import Any
 
-from tests.harness import WS, Node, User, call, new_user, short_tmpdir, ws_connect
+from tests.harness import WS, Node, User, new_user, short_tmpdir, ws_connect
 
 API = "/api/v1"
 

@@ -87,17 +87,7 @@ class NotiSyncClient(KeysMixin):
         return {"user": data["user"], "device": device}
 
     async def _register_device(self, user_id: str) -> Json:
-        known, key = self.config.read(DEVICES), f"{self.server} {user_id}"
-        body = {"id": known.get(key) or str(uuid.uuid4()), "device_name": self.device_name,
-                "device_type": "desktop"}
-        try:
-            device = await self._request("POST", "/api/v1/devices", body)
-        except ClientError as exc:
-            if exc.code not in ("device_revoked", "device_id_taken"):
-                raise
-            # That id is refused for good (revoked, or another account's): take a new one.
-            device = await self._request("POST", "/api/v1/devices", {**body, "id": str(uuid.uuid4())})
-        self.config.write(DEVICES, {**known, key: device["id"]})
+        device = await self._post_device(f"{self.server} {user_id}", self.device_name)
         # Keep the device's own session (revoking this device ends it) and end
         # the one we signed in with, as SPEC "Sessions" asks of a client.
         own = device.pop("session", None)
@@ -109,6 +99,20 @@ class NotiSyncClient(KeysMixin):
             self.config.write(SESSION, {**signed_in, **update})
         if own:
             await self._fetch("POST", "/api/v1/auth/logout", None, None, signed_in["access_token"], None)
+        return device
+
+    async def _post_device(self, slot: str, name: str) -> Json:
+        """A desktop device under the id devices.json keeps in ``slot`` (the same one each login)."""
+        known = self.config.read(DEVICES)
+        body = {"id": known.get(slot) or str(uuid.uuid4()), "device_name": name, "device_type": "desktop"}
+        try:
+            device = await self._request("POST", "/api/v1/devices", body)
+        except ClientError as exc:
+            if exc.code not in ("device_revoked", "device_id_taken"):
+                raise
+            # That id is refused for good (revoked, or another account's): take a new one.
+            device = await self._request("POST", "/api/v1/devices", {**body, "id": str(uuid.uuid4())})
+        self.config.write(DEVICES, {**known, slot: device["id"]})
         return device
 
     async def refresh(self, stale: str | None = None) -> Json:

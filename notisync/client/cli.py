@@ -11,7 +11,6 @@ import asyncio
 import getpass
 import json
 import os
-import signal
 import sys
 from typing import Awaitable, Callable, NoReturn, Sequence
 
@@ -21,6 +20,7 @@ from notisync.client.api import NotiSyncClient
 from notisync.client.config import SESSION, ClientError, ConfigDir, Json, default_config_dir
 from notisync.client import cli_phone
 from notisync.client.output import _local, _one_line, _out, _summary, _warn
+from notisync.client.stopping import until_signalled
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 CATEGORIES = ("Work", "Personal", "Junk")
@@ -141,34 +141,20 @@ async def cmd_whoami(client: NotiSyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(client: NotiSyncClient, args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
     names: dict[str, str] = {}
     titles: dict[str, str] = {}  # notification id -> summary, for read/dismiss lines
-    try:
+
+    async def print_frames() -> None:
         async for frame in client.watch(on_notice=_warn):
             _out(json.dumps(frame, ensure_ascii=False) if args.json else await _describe(client, frame, names, titles))
-    except asyncio.CancelledError:
-        return 0  # interrupted: the normal way to stop watching
-    return 0
+
+    return await until_signalled(print_frames())
 
 
 async def cmd_desktop(client: NotiSyncClient, args: argparse.Namespace) -> int:
     from notisync.client.desktop import run_desktop  # desktop-notifier is an optional extra
 
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await run_desktop(client, args.backlog, _warn)
-    except asyncio.CancelledError:
-        return 0  # stopped (logout, systemctl stop): the normal way out
-    return 0
+    return await until_signalled(run_desktop(client, args.backlog, _warn))
 
 
 async def _describe(client: NotiSyncClient, frame: Json, names: dict[str, str], titles: dict[str, str]) -> str:

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 from typing import Any, Callable
 
 from notisync.client.api import NotiSyncClient
 from notisync.client.config import ClientError, ConfigDir, default_config_dir
 from notisync.client.forward import FORWARD, IGNORED, LIST_COMMAND, Forwarder, load_key, run
 from notisync.client.output import _local, _one_line, _out, _warn
+from notisync.client.stopping import until_signalled
 
 
 async def cmd_api_key(client: NotiSyncClient, args: argparse.Namespace) -> int:
@@ -44,15 +43,8 @@ async def cmd_forward(client: NotiSyncClient, args: argparse.Namespace) -> int:
                           say=lambda line: _out(_one_line(line)), warn=_warn)
     if args.once:
         return await run(forwarder, args.command, args.interval, True, _warn)
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        return await run(forwarder, args.command, args.interval, False, _warn)
-    except asyncio.CancelledError:
-        return 0  # stopped: the state file already holds every accepted step
+    # Stopped by a signal: the state file already holds every accepted step.
+    return await until_signalled(run(forwarder, args.command, args.interval, False, _warn))
 
 
 def add_commands(command: Callable[[str, Any, str], argparse.ArgumentParser], common: argparse.ArgumentParser

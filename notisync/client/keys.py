@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 from typing import Any
 from urllib.parse import quote
 
-from notisync.client.config import DEVICES, SESSION, ClientError, Json
+from notisync.client.config import SESSION, ClientError, Json
 
 SENDER_KEY_NAME = "notisync send"
 
@@ -34,6 +33,7 @@ class KeysMixin:
     config: Any
     _request: Any
     _fetch: Any
+    _post_device: Any
     session: Any
 
     # -- device API keys ----------------------------------------------------------
@@ -75,16 +75,7 @@ class KeysMixin:
         if sender.get("key") and not renew:
             return str(sender["key"])
         user_id = self.session()["user"]["id"]
-        known, slot = self.config.read(DEVICES), f"{self.server} {user_id} sender"
-        body = {"id": known.get(slot) or str(uuid.uuid4()), "device_name": f"notisync send on {socket.gethostname()}",
-                "device_type": "desktop"}
-        try:
-            device = await self._request("POST", "/api/v1/devices", body)
-        except ClientError as exc:
-            if exc.code not in ("device_revoked", "device_id_taken"):
-                raise
-            device = await self._request("POST", "/api/v1/devices", {**body, "id": str(uuid.uuid4())})
-        self.config.write(DEVICES, {**known, slot: device["id"]})
+        device = await self._post_device(f"{self.server} {user_id} sender", f"notisync send on {socket.gethostname()}")
         # The device comes with a session; the key replaces it, so end it at once.
         own = device.get("session") or {}
         if own.get("access_token"):

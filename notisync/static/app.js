@@ -1,10 +1,12 @@
 // NotiSync dashboard: wires the session, this browser's device, the live
 // stream and the views together. Modules: api.js (REST + tokens, with
-// keptstore.js for "Keep me signed in"), signin.js (device name), socket.js
-// (stream), store.js (state), ui.js and dates.js (DOM), devicelist.js (Devices).
+// keptstore.js for "Keep me signed in"), signin.js (the sign-in form),
+// device.js (this browser's device id), socket.js (stream), store.js (state),
+// ui.js and dates.js (DOM), devicelist.js (Devices).
 
 import * as api from './api.js';
-import { Stream, lastIdKey } from './socket.js';
+import { Stream } from './socket.js';
+import { clearOwnStorage, ensureDevice, forgetDevice } from './device.js';
 import { fetchCounts, actOnAll, debounce } from './bulk.js';
 import { HistoryView } from './history.js';
 import { KeysPanel } from './keys.js';
@@ -13,11 +15,8 @@ import { initHub, loadHub } from './hub.js';
 import { DeviceList } from './devicelist.js';
 import { TabSync } from './tabs.js';
 import { Popups } from './popups.js';
-import { browserName, initSignIn, signInChoices } from './signin.js';
+import { authMessage, browserName, initSignIn, signInChoices } from './signin.js';
 import { $, renderNotifications, clearNotifications, renderConnection, labelOf } from './ui.js';
-
-const OWN_PREFIX = 'notisync.';
-const deviceKey = (userId) => `notisync.device.${userId}`;
 
 const store = new NotificationStore();
 // Browser pop-ups while the tab is hidden; clicking one focuses us and sends clicked.
@@ -94,14 +93,6 @@ async function onAuthSubmit(ev) {
   }
 }
 
-function authMessage(err, mode) {
-  if (err.status === 409) return 'An account with this email already exists. Log in instead.';
-  if (err.status === 401) return 'Wrong email or password.';
-  if (err.status === 429) return 'Too many attempts. Wait a minute and try again.';
-  if (err.status === 400) return Object.values(err.fields).join(' ') || err.message;
-  return `Could not ${mode === 'signup' ? 'sign up' : 'log in'}: ${err.message}`;
-}
-
 async function logout() {
   const ownDevice = deviceId;
   teardown();
@@ -111,14 +102,7 @@ async function logout() {
     try { await api.revokeDevice(ownDevice); } catch { /* best effort */ }
   }
   api.clearSession();
-  for (let i = localStorage.length - 1; i >= 0; i -= 1) {
-    const key = localStorage.key(i);
-    if (key && key.startsWith(OWN_PREFIX)) localStorage.removeItem(key);
-  }
-  for (let i = sessionStorage.length - 1; i >= 0; i -= 1) {
-    const key = sessionStorage.key(i);
-    if (key && key.startsWith(OWN_PREFIX)) sessionStorage.removeItem(key);
-  }
+  clearOwnStorage();
   showAuth();
 }
 
@@ -141,36 +125,13 @@ function teardown() {
 
 // -- start-up ----------------------------------------------------------------
 
-/** Register once per user and browser; the POST is idempotent for a known id. */
-async function ensureDevice(userId) {
-  let id = localStorage.getItem(deviceKey(userId));
-  // A session already bound to this device (a reload, or another tab's kept
-  // session) just checks it still exists: registering again would start a new
-  // session and end the one other tabs share.
-  if (id && api.currentSession().device_id === id) return (await api.getDevice(id)).id;
-  for (let tries = 0; tries < 2; tries += 1) {
-    if (!id) id = crypto.randomUUID();
-    try {
-      const device = await api.registerDevice(id, chosenName || browserName());
-      localStorage.setItem(deviceKey(userId), device.id);
-      return device.id;
-    } catch (err) {
-      // 409: the stored id was revoked (or is someone else's): start over with a new one.
-      if (err.status !== 409) throw err;
-      localStorage.removeItem(lastIdKey(id));
-      id = null;
-    }
-  }
-  throw new Error('could not register this browser');
-}
-
 async function start() {
   teardown();
   showApp();
   renderConnection('connecting');
   const mine = epoch;
   try {
-    const id = await ensureDevice(api.currentSession().user.id);
+    const id = await ensureDevice(api.currentSession().user.id, chosenName || browserName());
     if (mine !== epoch) return; // logged out while registering
     deviceId = id;
     devices.ownId = id;
@@ -383,7 +344,7 @@ function boot() {
   $('clear-all').addEventListener('click', () => onAll('dismissed'));
   $('search').addEventListener('input', searchSoon);
   $('reregister').addEventListener('click', () => {
-    localStorage.removeItem(deviceKey(api.currentSession().user.id));
+    forgetDevice(api.currentSession().user.id);
     start();
   });
   document.querySelectorAll('.filter[data-category]').forEach((b) => b.addEventListener('click', () => setFilter(b)));

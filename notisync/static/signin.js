@@ -1,5 +1,6 @@
 // The sign-in form's extras: a name for this browser as a device ("Chrome 131
-// on Linux", editable before signing in) and "Keep me signed in".
+// on Linux", editable before signing in) and "Keep me signed in"; and what a
+// refused sign-in says.
 
 const NAME_KEY = 'notisync-device-name'; // the name last chosen here, offered again next time
 
@@ -54,4 +55,13 @@ export function signInChoices(form) {
   // Not under the notisync. prefix logout clears: the name is a preference, not a credential.
   if (typed) localStorage.setItem(NAME_KEY, typed);
   return { name, keep: form.querySelector('#keep-signed-in').checked };
+}
+
+/** A failed sign-up or log-in, said for a person. */
+export function authMessage(err, mode) {
+  if (err.status === 409) return 'An account with this email already exists. Log in instead.';
+  if (err.status === 401) return 'Wrong email or password.';
+  if (err.status === 429) return 'Too many attempts. Wait a minute and try again.';
+  if (err.status === 400) return Object.values(err.fields).join(' ') || err.message;
+  return `Could not ${mode === 'signup' ? 'sign up' : 'log in'}: ${err.message}`;
 }
