@@ -6,6 +6,9 @@ from typing import Iterator
 
 import pytest
 
+# The shared helper modules' asserts show the compared values too, like the tests' own.
+pytest.register_assert_rewrite("tests.cli_helpers", "tests.dashboard_helpers", "tests.harness")
+
 from tests.harness import MongoEcoServer, Node, RedisServer
 
 
