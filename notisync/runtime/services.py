@@ -227,6 +227,11 @@ class Services:
         try:
             await asyncio.wait_for(self.redis.ping(), 3)
             redis_ok = self.bus.connected
+            if redis_ok and isinstance(self.redis, RedisCluster):
+                # Every slot served: false from when a dead primary is marked
+                # failed until its replica is promoted (its users get 503 meanwhile).
+                info = await asyncio.wait_for(self.redis.cluster_info(), 3)
+                redis_ok = info.get("cluster_state") == "ok"
         except Exception as exc:  # any failure of the dependency means "down"
             log.warning("redis health check failed: %s", exc)
             redis_ok = False
