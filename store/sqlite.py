@@ -23,6 +23,7 @@ from store.sqlite_hub import SQLiteHubMixin
 from store.sqlite_content import ContentUpdates
 from store.sqlite_phone import PhoneRows
 from store.sqlite_schema import SCHEMA, migrate
+from store.sqlite_search import LazyIndex
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_worker import Worker
 from store.sqlite_rows import (
@@ -41,6 +42,7 @@ from store.sqlite_rows import (
     LIVE,
     _notification_filter,
     live_since,
+    SEARCH_MIN_CHARS,
 )
 
 T = TypeVar("T")
@@ -58,6 +60,7 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
         self._checkpointer: Checkpointer | None = None
+        self._index: LazyIndex | None = None
 
     # -- plumbing -----------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -110,10 +113,18 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         self._writer = GroupWriter(self._run)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
+        self._index = LazyIndex(self._write)
+        # Rows a crashed process stored but never indexed: index them now,
+        # not at the first search (which would catch up all the same).
+        await self._index.catch_up_soon()
+        self._index.start()
 
     async def close(self) -> None:
         if self._worker is None:
             return
+        if self._index is not None:
+            await self._index.stop()
+            self._index = None
         if self._writer is not None:
             await self._writer.drain()
             self._writer = None
@@ -302,6 +313,8 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         stored, created = await self._write(create)
         if stored is None:  # pragma: no cover - the conflict row cannot vanish inside the transaction
             raise DuplicateKey("notification dedupe conflict")
+        if created and self._index is not None:
+            self._index.added()  # indexed for search in a later batch (store/sqlite_search.py)
         return stored, created
 
     async def get_notification(
@@ -333,6 +346,10 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
             await self._write(clear)
 
     async def list_notifications(self, query: NotificationQuery) -> list[Record]:
+        if query.q and len(query.q) >= SEARCH_MIN_CHARS and self._index is not None:
+            # The index lags the table by up to a batch: catch it up first, so
+            # the search sees every notification stored before it began.
+            await self._index.catch_up_all()
         where, params = _notification_filter(query)
         sql = (
             f"SELECT * FROM notifications WHERE {' AND '.join(where)}"
