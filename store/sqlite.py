@@ -30,7 +30,6 @@ from store.sqlite_rows import (
     USER_COLS,
     SESSION_COLS,
     DEVICE_COLS,
-    NOTIFICATION_COLS,
     OPTIONAL_COLS,
     UNIQUE_ERRORS,
     encode_time,
@@ -43,6 +42,8 @@ from store.sqlite_rows import (
     _notification_filter,
     live_since,
     SEARCH_MIN_CHARS,
+    NOTIFICATION_INSERT,
+    notification_values,
 )
 
 T = TypeVar("T")
@@ -290,15 +291,10 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
 
     # -- notifications ------------------------------------------------------------
     async def create_notification(self, notification: Record) -> tuple[Record, bool]:
-        row = {col: notification.get(col) for col in NOTIFICATION_COLS}
-        row["is_read"] = bool(row["is_read"])
-        row["is_dismissed"] = bool(row["is_dismissed"])
-        row["pending"] = bool(row["pending"])
-        key = dedupe_key(row["source_device_id"], row["source_key"])
-        cols = (*NOTIFICATION_COLS, "dedupe_key")
-        values = (*(_encode(c, row[c]) for c in NOTIFICATION_COLS), key)
+        key = dedupe_key(notification.get("source_device_id"), notification.get("source_key"))
+        row, values = notification_values(notification, key)
         # Only the dedupe constraint is swallowed; a clashing id still raises.
-        insert = _insert_sql("notifications", cols, "user_id, dedupe_key")
+        insert = NOTIFICATION_INSERT
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
