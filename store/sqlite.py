@@ -111,7 +111,7 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
             self._worker.stop()
             self._worker = None
             raise
-        self._writer = GroupWriter(self._worker, self._conn)
+        self._writer = GroupWriter(self._run)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
         self._index = LazyIndex(self._write)

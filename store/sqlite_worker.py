@@ -13,38 +13,28 @@ Semantics are the executor's: calls run one at a time in submission order
 on one connection; a caller gets the function's result or its exception; a
 caller cancelled meanwhile finds its call run all the same (as with
 ``run_in_executor``), and the outcome is dropped.
-
-``submit`` is the same without a future: the outcome goes to a callback on
-the loop, so the group writer (store/sqlite_batch.py) hands each caller its
-result in that same loop callback, with no task or future of its own.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
 import threading
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
-Deliver = Callable[[bool, Any], None]  # (ok, result or exception), called on the loop
-Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, Deliver]
+Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 _STOP = None
 
 
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # its caller stopped waiting
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-def _settle(outcomes: list[tuple[Deliver, bool, Any]]) -> None:
-    """On the loop: hand every outcome to its caller."""
-    for deliver, ok, value in outcomes:
-        deliver(ok, value)
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the loop: give each caller its outcome (unless it stopped waiting)."""
+    for future, ok, value in outcomes:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class Worker:
@@ -55,15 +45,9 @@ class Worker:
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(*args)`` for the thread; the future resolves on the calling loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, args, loop, functools.partial(_resolve, future)))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((fn, args, future))
         return future
-
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop,
-               deliver: Deliver) -> None:
-        """Queue ``fn(*args)``; ``deliver(ok, value)`` runs on ``loop`` with its outcome (must not raise)."""
-        self._jobs.put((fn, args, loop, deliver))
 
     def stop(self) -> None:
         """Run what is queued, then end the thread (blocks until it has)."""
@@ -91,15 +75,18 @@ class Worker:
 
     @staticmethod
     def _report(batch: list[Job]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Deliver, bool, Any]]] = {}
-        for fn, args, loop, deliver in batch:  # one loop in practice; a store used from two still works
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for fn, args, future in batch:
             try:
-                outcome = (deliver, True, fn(*args))
+                outcomes.append((future, True, fn(*args)))
             except BaseException as exc:  # the caller's to handle, as with run_in_executor
-                outcome = (deliver, False, exc)
-            by_loop.setdefault(loop, []).append(outcome)
+                outcomes.append((future, False, exc))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for outcome in outcomes:  # one loop in practice; a store used from two still works
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
         for loop, mine in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, mine)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
+
