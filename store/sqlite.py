@@ -23,13 +23,13 @@ from store.sqlite_hub import SQLiteHubMixin
 from store.sqlite_content import ContentUpdates
 from store.sqlite_phone import PhoneRows
 from store.sqlite_schema import SCHEMA, migrate
+from store.sqlite_search import LazyIndex
 from store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from store.sqlite_worker import Worker
 from store.sqlite_rows import (
     USER_COLS,
     SESSION_COLS,
     DEVICE_COLS,
-    NOTIFICATION_COLS,
     OPTIONAL_COLS,
     UNIQUE_ERRORS,
     encode_time,
@@ -41,6 +41,9 @@ from store.sqlite_rows import (
     LIVE,
     _notification_filter,
     live_since,
+    SEARCH_MIN_CHARS,
+    NOTIFICATION_INSERT,
+    notification_values,
 )
 
 T = TypeVar("T")
@@ -58,6 +61,7 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
         self._checkpointer: Checkpointer | None = None
+        self._index: LazyIndex | None = None
 
     # -- plumbing -----------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -110,10 +114,18 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         self._writer = GroupWriter(self._run)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
+        self._index = LazyIndex(self._write)
+        # Rows a crashed process stored but never indexed: index them now,
+        # not at the first search (which would catch up all the same).
+        await self._index.catch_up_soon()
+        self._index.start()
 
     async def close(self) -> None:
         if self._worker is None:
             return
+        if self._index is not None:
+            await self._index.stop()
+            self._index = None
         if self._writer is not None:
             await self._writer.drain()
             self._writer = None
@@ -279,15 +291,10 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
 
     # -- notifications ------------------------------------------------------------
     async def create_notification(self, notification: Record) -> tuple[Record, bool]:
-        row = {col: notification.get(col) for col in NOTIFICATION_COLS}
-        row["is_read"] = bool(row["is_read"])
-        row["is_dismissed"] = bool(row["is_dismissed"])
-        row["pending"] = bool(row["pending"])
-        key = dedupe_key(row["source_device_id"], row["source_key"])
-        cols = (*NOTIFICATION_COLS, "dedupe_key")
-        values = (*(_encode(c, row[c]) for c in NOTIFICATION_COLS), key)
+        key = dedupe_key(notification.get("source_device_id"), notification.get("source_key"))
+        row, values = notification_values(notification, key)
         # Only the dedupe constraint is swallowed; a clashing id still raises.
-        insert = _insert_sql("notifications", cols, "user_id, dedupe_key")
+        insert = NOTIFICATION_INSERT
 
         def create(conn: sqlite3.Connection) -> tuple[Record | None, bool]:
             if conn.execute(insert, values).rowcount == 1:
@@ -302,6 +309,8 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         stored, created = await self._write(create)
         if stored is None:  # pragma: no cover - the conflict row cannot vanish inside the transaction
             raise DuplicateKey("notification dedupe conflict")
+        if created and self._index is not None:
+            self._index.added()  # indexed for search in a later batch (store/sqlite_search.py)
         return stored, created
 
     async def get_notification(
@@ -333,6 +342,10 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
             await self._write(clear)
 
     async def list_notifications(self, query: NotificationQuery) -> list[Record]:
+        if query.q and len(query.q) >= SEARCH_MIN_CHARS and self._index is not None:
+            # The index lags the table by up to a batch: catch it up first, so
+            # the search sees every notification stored before it began.
+            await self._index.catch_up_all()
         where, params = _notification_filter(query)
         sql = (
             f"SELECT * FROM notifications WHERE {' AND '.join(where)}"

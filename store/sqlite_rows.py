@@ -80,6 +80,36 @@ def _encode(col: str, value: Any) -> Any:
     return value
 
 
+def _column_encoder(col: str) -> Any:
+    """``_encode`` for one column, decided once: None where the value goes in as it is."""
+    if col in DATETIME_COLS:
+        return encode_time
+    if col in BOOL_COLS:
+        return lambda value: int(bool(value))
+    if col in JSON_COLS:
+        return lambda value: None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None
+
+
+# The notification insert is on every post's path: its statement and its
+# per-column encoders are built once (a profile had the row preparation at
+# ~35 µs of Python per insert, as much as SQLite's own work for the row).
+NOTIFICATION_INSERT = _insert_sql("notifications", (*NOTIFICATION_COLS, "dedupe_key"), "user_id, dedupe_key")
+_NOTIFICATION_ENCODERS = tuple((col, _column_encoder(col)) for col in NOTIFICATION_COLS)
+_FLAG_COLS = ("is_read", "is_dismissed", "pending")
+
+
+def notification_values(notification: Record, key: str | None) -> tuple[Record, tuple[Any, ...]]:
+    """The record as stored (flags as bools) and the parameters of ``NOTIFICATION_INSERT``."""
+    get = notification.get
+    row = {col: get(col) for col in NOTIFICATION_COLS}
+    for col in _FLAG_COLS:
+        row[col] = bool(row[col])
+    values = [row[col] if enc is None else enc(row[col]) for col, enc in _NOTIFICATION_ENCODERS]
+    values.append(key)
+    return row, tuple(values)
+
+
 def _first(cur: sqlite3.Cursor) -> Record | None:
     # fetchall() steps the statement to its end, so nothing is still running
     # when the transaction commits.

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from store.sqlite_search import install
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE,
@@ -65,35 +67,8 @@ PENDING_INDEX = """
 CREATE INDEX IF NOT EXISTS notifications_pending
     ON notifications (created_at) WHERE pending = 1;
 """
-# Search (GET /notifications?q=): an FTS5 index over title, body and app name
-# with the trigram tokenizer, so a query of 3 or more characters is still a
-# case-insensitive substring match, found through the index instead of a scan.
-# External content: the index holds no copy of the text, only trigrams keyed
-# by the notification's rowid; the triggers keep it in step with every
-# insert, delete and change of those columns (flag updates do not touch it).
-# columnsize=0: no per-row token counts, which only ranking (bm25) would
-# read and search does not rank; one B-tree write less per insert, about
-# 16 of its ~90 µs (a file made before keeps its table: same results).
-SEARCH_INDEX = """
-CREATE VIRTUAL TABLE IF NOT EXISTS notifications_fts USING fts5(
-    title, body, app_name, content='notifications', content_rowid='rowid', tokenize='trigram',
-    columnsize=0
-);
-CREATE TRIGGER IF NOT EXISTS notifications_fts_insert AFTER INSERT ON notifications BEGIN
-    INSERT INTO notifications_fts (rowid, title, body, app_name)
-        VALUES (new.rowid, new.title, new.body, new.app_name);
-END;
-CREATE TRIGGER IF NOT EXISTS notifications_fts_delete AFTER DELETE ON notifications BEGIN
-    INSERT INTO notifications_fts (notifications_fts, rowid, title, body, app_name)
-        VALUES ('delete', old.rowid, old.title, old.body, old.app_name);
-END;
-CREATE TRIGGER IF NOT EXISTS notifications_fts_update AFTER UPDATE OF title, body, app_name ON notifications BEGIN
-    INSERT INTO notifications_fts (notifications_fts, rowid, title, body, app_name)
-        VALUES ('delete', old.rowid, old.title, old.body, old.app_name);
-    INSERT INTO notifications_fts (rowid, title, body, app_name)
-        VALUES (new.rowid, new.title, new.body, new.app_name);
-END;
-"""
+# Search (GET /notifications?q=): an FTS5 trigram index, indexed in batches
+# rather than by each insert (store/sqlite_search.py).
 # Columns added since the first release: (table, column, definition).
 MIGRATIONS = (
     ("notifications", "pending", "INTEGER NOT NULL DEFAULT 0"),
@@ -113,11 +88,4 @@ def migrate(conn: sqlite3.Connection) -> None:
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
     conn.executescript(PENDING_INDEX)
-    had_search = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'notifications_fts'").fetchone()
-    conn.executescript(SEARCH_INDEX)
-    if not had_search:
-        # A file from before the index: index the rows it already holds (once;
-        # two nodes racing here both rebuild, which is harmless).
-        conn.execute("INSERT INTO notifications_fts (notifications_fts) VALUES ('rebuild')")
-        conn.commit()
-
+    install(conn)
