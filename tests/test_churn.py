@@ -35,6 +35,16 @@ class Device:
     state: dict[str, dict[str, bool]] = field(default_factory=dict)
     sync_required: int = 0
     silent: dict[str, bool] = field(default_factory=dict)  # notification id -> its frame's silent flag
+    # What this client did itself (its own posts, its own actions): the server
+    # never echoes those to it, so a refetch whose snapshot was taken before
+    # one of them completed must not make the client forget it.
+    own: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+    def did(self, nid: str, is_read: bool = False, is_dismissed: bool = False) -> None:
+        for view in (self.state, self.own):
+            flags = view.setdefault(nid, {"is_read": False, "is_dismissed": False})
+            flags["is_read"] |= is_read
+            flags["is_dismissed"] |= is_dismissed
 
     def apply(self, frame: dict[str, Any]) -> None:
         if frame["id"] in self.seen:
@@ -55,7 +65,12 @@ class Device:
 
     async def refetch(self, node: Node) -> None:
         self.sync_required += 1
-        self.state = await server_state(self.user, node)
+        state = await server_state(self.user, node)
+        for nid, own in self.own.items():
+            flags = state.setdefault(nid, {"is_read": False, "is_dismissed": False})
+            flags["is_read"] |= own["is_read"]
+            flags["is_dismissed"] |= own["is_dismissed"]
+        self.state = state
 
 
 async def server_state(user: User, node: Node) -> dict[str, dict[str, bool]]:
@@ -134,7 +149,7 @@ async def drive_user(user: User, phone: Device, devices: list[Device], nodes: li
                                         headers={"X-Device-ID": phone.id}))
         nid = r.body["id"]
         posted.append(nid)
-        phone.state[nid] = {"is_read": False, "is_dismissed": False}
+        phone.did(nid)
         if random.random() < 0.3:
             actor = random.choice(devices)
             target = random.choice(posted)
@@ -146,9 +161,7 @@ async def drive_user(user: User, phone: Device, devices: list[Device], nodes: li
                 kinds[(target, actor.id)] = action
             r = await retrying(lambda: call(node, "PUT", f"/api/v1/notifications/{target}/action",
                                             {"action": action, "device_id": actor.id}, token=user.token))
-            flags = actor.state.setdefault(target, {"is_read": False, "is_dismissed": False})
-            flags["is_read"] |= r.body["is_read"]
-            flags["is_dismissed"] |= r.body["is_dismissed"]
+            actor.did(target, r.body["is_read"], r.body["is_dismissed"])
         if i % 20 == 0:
             await asyncio.sleep(0.01)
     return posted
