@@ -17,7 +17,7 @@ library's queue is not yet delivered, and a client that crashes loses it.
 """
 from __future__ import annotations
 
-import asyncio
+import time
 
 from notisync.delivery.hub import Hub
 from notisync.delivery.subscriber import Connection, Subscriber
@@ -78,7 +78,7 @@ class Positions:
     def _next_probe(self, sub: Subscriber, position: str) -> bytes | None:
         if sub.acking or sub.probe_at is not None or position == sub.confirmed:
             return None
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # the loop's clock, without get_running_loop's pid check per write
         if now - sub.probed < PROBE_INTERVAL:
             return None  # the saving round after the interval sends it
         sub.probed = now
