@@ -6,6 +6,7 @@ installed by ``.ci/run``); a missing binary fails the test that needs it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -13,12 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import redis
 from redis.crc import key_slot
 
-from tests.harness import free_port, short_tmpdir, wait_for_port
+from tests.harness import Node, call, free_port, short_tmpdir, wait_for_port
 
 MASTER = "notisync"
 DOWN_AFTER_MS = 2000  # how long the primary must be silent before the sentinels act
@@ -373,3 +374,29 @@ class ClusterSetup:
         for s in self.servers:
             s.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def two_nodes_on(topology: Any, flags: list[str]) -> Iterator[list[Node]]:
+    """Two nodes sharing a data dir on a Redis topology; each must stop cleanly (exit 0). Stops the topology too."""
+    data_dir = short_tmpdir()
+    nodes: list[Node] = []
+    try:
+        nodes = [Node(data_dir=data_dir, extra=flags).start() for _ in range(2)]
+        yield nodes
+        for n in nodes:
+            assert n.stop(timeout=60) == 0, n.log()
+    finally:
+        for n in nodes:
+            n.kill()
+        topology.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def all_healthy(nodes: list[Node]) -> bool:
+    """Every node answers /health 200 with its Redis ok (bus subscribed, Redis answering)."""
+    for node in nodes:
+        r = await call(node, "GET", "/health")
+        if r.status != 200 or r.body["redis"]["status"] != "ok":
+            return False
+    return True

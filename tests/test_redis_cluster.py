@@ -13,14 +13,13 @@ everything meant for it was told ``sync_required`` — never a silent gap.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import pytest
 
 from store.keys import Keys
-from tests.harness import WS, Node, User, call, new_user, short_tmpdir, ws_connect
-from tests.redis_topologies import ClusterSetup
+from tests.harness import WS, Node, User, call, new_user, ws_connect
+from tests.redis_topologies import ClusterSetup, all_healthy, two_nodes_on
 from tests.test_churn import retrying, run_flow, server_state, setup_users
 
 # Posts per user: more than the Sentinel test's 150, so that on an idle
@@ -31,27 +30,8 @@ COUNT = 250
 @pytest.fixture
 def cluster_nodes():
     topology = ClusterSetup().start()
-    data_dir = short_tmpdir()
-    flags = ["--redis-cluster", "--redis-url", topology.url]
-    nodes = []
-    try:
-        nodes = [Node(data_dir=data_dir, extra=flags).start() for _ in range(2)]
+    with two_nodes_on(topology, ["--redis-cluster", "--redis-url", topology.url]) as nodes:
         yield topology, nodes
-        for n in nodes:
-            assert n.stop(timeout=60) == 0, n.log()
-    finally:
-        for n in nodes:
-            n.kill()
-        topology.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def all_healthy(nodes: list[Node]) -> bool:
-    for node in nodes:
-        r = await call(node, "GET", "/health")
-        if r.status != 200 or r.body["redis"]["status"] != "ok":
-            return False
-    return True
 
 
 def tag(user_id: str) -> str:

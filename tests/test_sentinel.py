@@ -19,35 +19,16 @@ import pytest
 import redis
 
 from store.keys import Keys
-from tests.harness import Node, call, new_user, short_tmpdir
-from tests.redis_topologies import MASTER, SentinelSetup
+from tests.harness import Node, call, new_user
+from tests.redis_topologies import MASTER, SentinelSetup, all_healthy, two_nodes_on
 from tests.test_churn import run_flow, server_state, setup_users
 
 
 @pytest.fixture
 def sentinel_nodes():
     topology = SentinelSetup().start()
-    data_dir = short_tmpdir()
-    flags = ["--redis-sentinels", topology.sentinel_flag, "--redis-master", MASTER]
-    nodes = []
-    try:
-        nodes = [Node(data_dir=data_dir, extra=flags).start() for _ in range(2)]
+    with two_nodes_on(topology, ["--redis-sentinels", topology.sentinel_flag, "--redis-master", MASTER]) as nodes:
         yield topology, nodes
-        for n in nodes:
-            assert n.stop(timeout=60) == 0, n.log()
-    finally:
-        for n in nodes:
-            n.kill()
-        topology.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def all_healthy(nodes: list[Node]) -> bool:
-    for node in nodes:
-        r = await call(node, "GET", "/health")
-        if r.status != 200 or r.body["redis"]["status"] != "ok":
-            return False
-    return True
 
 
 async def test_primary_killed_mid_churn_loses_nothing_silently(sentinel_nodes):
