@@ -134,6 +134,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
                 self._subscribed = True
                 await self.services.delivery.connect(self, device, last_id)
                 await self.services.devices.touch(self.user_id, self.device_id)
+            await self.services.notifications.prepare(self.user_id)  # after the gate: the socket is live
         except Exception as exc:  # any failure here leaves the socket useless
             hooks.error(exc)
             if dependency_failure(exc) is None:

@@ -101,6 +101,21 @@ class NotificationService:
             raise Dropped(decision.drop_rule)
         return await self.store_and_send(user_id, data, source_device_id, decision, targets)
 
+    async def prepare(self, user_id: str) -> None:
+        """Load what a post of this user reads first (device list, rules) unless it is cached.
+
+        Called as a socket connects. After a fleet of devices (re)connects
+        at once (a restart, a network change), their first posts otherwise
+        all paid for these loads together, and the backlog showed as 100+ ms
+        of delivery latency for the first half second of traffic.
+        """
+        try:
+            await self.fan_out.device_list(user_id, None)
+            if self.rules is not None:
+                await self.rules.ruleset(user_id)
+        except Exception as exc:  # only a head start: the first post loads them itself
+            log.debug("preparing the caches of %s failed: %r", user_id, exc)
+
     async def decide(self, user_id: str, data: dict[str, Any], source_device_id: str | None) -> Decision:
         rules = await self.rules.ruleset(user_id) if self.rules is not None else NO_RULES
         return rules.decide(data, source_device_id)

@@ -7,30 +7,39 @@ library's queue is not yet delivered, and a client that crashes loses it.
 
 - A **probe** is a WebSocket ping written behind the frames; a client
   answers pings in order as it reads, so the pong proves it read every
-  frame before the ping. One probe in flight per socket, at most one a
-  second: written in the same write as the frames when the last probe is a
-  second old (``for_write``), else by the next saving round. A socket that
+  frame before the ping. One probe in flight per socket, and after it none
+  for about a second: written in the same write as the frames once that
+  time is up (``for_write``), else by the next saving round. A socket that
   gets a frame now and then has each one confirmed at once; a busy one
-  costs one ping a second.
+  costs one ping a second. The spacing is drawn at random per probe
+  (``PROBE_INTERVAL`` x 0.75 to 1.25): with a fixed second, sockets that
+  got traffic together stayed in step, every saving round probed most of
+  them in one loop turn, and their pongs, hundreds at once, held up live
+  deliveries for 50-100 ms once a second (the latency spikes of
+  ``bench/compare.py --case independent``).
 - A client may instead send ``stream_ack`` ``{last_id}`` as it handles its
   frames; from then on only its acks move the position.
 """
 from __future__ import annotations
 
+import random
 import time
+from typing import Callable
 
 from notisync.delivery.hub import Hub
 from notisync.delivery.subscriber import Connection, Subscriber
 from notisync.errors import BadRequest
 from store.streams import ZERO, Streams, is_stream_id, parse_id
 
-PROBE_INTERVAL = 1.0  # seconds: at most one position probe per socket per interval
+# Seconds between a socket's probes, on average (each drawn from 0.75x to 1.25x).
+PROBE_INTERVAL = 1.0
 
 
 class Positions:
-    def __init__(self, hub: Hub, streams: Streams) -> None:
+    def __init__(self, hub: Hub, streams: Streams, clock: Callable[[], float] = time.monotonic) -> None:
         self.hub = hub
         self.streams = streams
+        self.clock = clock  # the loop's clock, without get_running_loop's pid check per write
         self._probes = 0
 
     def for_write(self, sub: Subscriber) -> bytes | None:
@@ -78,10 +87,10 @@ class Positions:
     def _next_probe(self, sub: Subscriber, position: str) -> bytes | None:
         if sub.acking or sub.probe_at is not None or position == sub.confirmed:
             return None
-        now = time.monotonic()  # the loop's clock, without get_running_loop's pid check per write
-        if now - sub.probed < PROBE_INTERVAL:
-            return None  # the saving round after the interval sends it
-        sub.probed = now
+        now = self.clock()
+        if now < sub.probe_due:
+            return None  # the saving round once it is due sends it
+        sub.probe_due = now + PROBE_INTERVAL * (0.75 + 0.5 * random.random())
         self._probes += 1
         sub.probe_at, sub.probe_token = position, b"p%d" % self._probes
         return sub.probe_token

@@ -13,6 +13,8 @@ reload, never a wrong delivery.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,10 +23,13 @@ from typing import Any, Callable
 from store.documents import DocumentStore
 from store.streams import Streams
 
+log = logging.getLogger(__name__)
+
 CACHE_USERS = 10_000
 # A safety net, not the mechanism: should Redis ever lose a bump but keep
 # its epoch (e.g. the last second of an fsync-everysec AOF), a stale list
-# lives at most this long.
+# is reloaded once it is this old (in the background: the fan-out script
+# vouches for the list in use meanwhile, as for any cached list).
 MAX_AGE_SECONDS = 60.0
 
 
@@ -53,14 +58,26 @@ class Recipients:
         self.streams = streams
         self.size = size
         self._lists: OrderedDict[str, DeviceList] = OrderedDict()
+        self._reloads: dict[str, asyncio.Task[None]] = {}
 
     async def get(self, user_id: str) -> DeviceList:
         """The cached list (possibly stale: the fan-out script checks it), or a fresh one."""
         entry = self._lists.get(user_id)
-        if entry is None or time.monotonic() - entry.loaded_at > MAX_AGE_SECONDS:
+        if entry is None:
             return await self.load(user_id)
+        if time.monotonic() - entry.loaded_at > MAX_AGE_SECONDS and user_id not in self._reloads:
+            # Not awaited: a user posting every few minutes would otherwise
+            # pay a store read and a Redis round trip on almost every post.
+            task = self._reloads[user_id] = asyncio.ensure_future(self._reload(user_id))
+            task.add_done_callback(lambda _: self._reloads.pop(user_id, None))
         self._lists.move_to_end(user_id)
         return entry
+
+    async def _reload(self, user_id: str) -> None:
+        try:
+            await self.load(user_id)
+        except Exception as exc:  # Redis or the store away: the next post past the age tries again
+            log.debug("reloading the device list of %s failed: %r", user_id, exc)
 
     async def load(self, user_id: str) -> DeviceList:
         """Read the epoch and version, then the list, and cache them."""

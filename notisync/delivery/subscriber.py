@@ -30,7 +30,7 @@ class Subscriber:
     confirmed: str = ZERO
     probe_at: str | None = None  # position of the probe awaiting its pong
     probe_token: bytes = b""
-    probed: float = 0.0  # loop time the last probe was sent
+    probe_due: float = 0.0  # loop time from which the next probe may go
     acking: bool = False  # the client sends stream_ack: pongs no longer count
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
