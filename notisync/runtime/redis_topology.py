@@ -24,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCl
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from notisync.runtime.ops_settings import yes
+from store.resp_pack import pack_faster
 
 POOL_SIZE = 64
 CLUSTER_POOL_SIZE = 512
@@ -111,10 +112,10 @@ class RedisTopology:
             pool: ConnectionPool = _BlockingSentinelPool(
                 self.master, self.sentinel, max_connections=POOL_SIZE, timeout=5, client_name=client_name,
                 **TIMEOUTS)
-            return Redis(connection_pool=pool)
+            return Redis(connection_pool=pack_faster(pool))
         pool = BlockingConnectionPool.from_url(self.url, max_connections=POOL_SIZE, timeout=5,
                                                client_name=client_name, **TIMEOUTS)
-        return Redis(connection_pool=pool)
+        return Redis(connection_pool=pack_faster(pool))
 
     def bus_pool(self, client_name: str) -> ConnectionPool:
         # No read timeout on the bus: it idles until something is published.
