@@ -27,8 +27,8 @@ MAXLEN = 1000
 RETENTION_MS = 7 * 24 * 3600 * 1000
 ZERO = "0-0"
 
-# KEYS: the user's epoch, device-list version, marker, then (stream, last id)
-# per device: all under the user's hash tag, so one cluster slot.
+# KEYS: the user's epoch, device-list version, marker, presence, then (stream,
+# last id) per device: all under the user's hash tag, so one cluster slot.
 # ARGV: epoch, maxlen, channel, node id, body, version, marker TTL
 # (seconds; 0 = no marker), silent body ("" = none), one flag per device
 # ("1": that device gets the silent body), the publish command (PUBLISH, or
@@ -36,6 +36,16 @@ ZERO = "0-0"
 # The wake-up it publishes is the NewEntries event of notisync/delivery/events.py:
 # {"n": node id, "k": "m", "e": {device: [previous id, new id]}} "\n" body,
 # once per body that some device got (so at most two publications).
+# It is published only if the user's presence (store/presence.py: members
+# device|node|conn) holds a socket of another node: the calling node
+# delivers to its own sockets from the reply, so on one node, or for a user
+# whose sockets are all on the calling node, a wake-up would only come back
+# to be skipped. Safe because a node registers a socket's presence after
+# its subscription is confirmed and before it reads the stream
+# (notisync/delivery/replay.py): a socket whose presence this script does
+# not see reads the stream after these appends. Members past their expiry
+# still count (a stale one costs a publication, never a wake-up), and a
+# member that does not parse counts as another node.
 # The version check makes a node's cached device list safe: a device created
 # or revoked anywhere bumps the counter first, so a stale list appends nothing.
 # (A device's preferences share the counter: the per-device choice of body
@@ -54,7 +64,7 @@ if ttl > 0 and redis.call('EXISTS', KEYS[3]) == 1 then return 'DONE' end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return 'STALE' end
 local flags = ARGV[9]
 local parts, quiet, ids, n = {}, {}, {}, 0
-for i = 4, #KEYS, 2 do
+for i = 5, #KEYS, 2 do
   n = n + 1
   local body = ARGV[5]
   local mute = string.sub(flags, n, n) == '1'
@@ -69,6 +79,11 @@ for i = 4, #KEYS, 2 do
   if mute then quiet[#quiet + 1] = part else parts[#parts + 1] = part end
 end
 if ttl > 0 then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
+local elsewhere = false
+for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  if string.match(m, '^[^|]*|([^|]*)|') ~= ARGV[4] then elsewhere = true break end
+end
+if not elsewhere then return ids end
 local head = '{"n":"' .. ARGV[4] .. '","k":"m","e":{'
 if #parts > 0 then
   redis.call(ARGV[10], ARGV[3], head .. table.concat(parts, ',') .. '}}\\n' .. ARGV[5])
@@ -199,7 +214,8 @@ class Streams:
 
         ``epoch`` and ``version`` are the user's epoch and device-list version
         the caller's list was read at (``user_state``); ``node_id`` goes into
-        the wake-up so that node can skip its own. Returns device id ->
+        the wake-up, which is published only if another node holds a socket
+        of the user (the caller wakes its own from the reply). Returns device id ->
         (previous id, new id). Raises EpochMismatch if Redis lost the user's
         data since, StaleDevices (having appended nothing) if the device list
         changed. With ``once_for`` (a notification id), only the first
@@ -209,7 +225,7 @@ class Streams:
         keys_ = self._keys
         epoch_key = keys_.epoch(user_id)
         marker = keys_.fanout(user_id, once_for) if once_for else epoch_key
-        keys = [epoch_key, keys_.device_version(user_id), marker]
+        keys = [epoch_key, keys_.device_version(user_id), marker, keys_.presence(user_id)]
         for device_id in device_ids:
             keys += [keys_.stream(user_id, device_id), keys_.last(user_id, device_id)]
         ttl = MARKER_TTL if once_for else 0

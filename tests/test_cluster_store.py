@@ -75,6 +75,7 @@ async def test_a_fan_out_on_every_shard_wakes_the_subscribed_node(rc: RedisClust
         users = users_on_every_shard(rc, keys, "fan-out")
         for user in users:
             await listener.subscribe(user)
+            await rc.zadd(keys.presence(user), {"d2|listener|c1": 9e15})  # its socket, in the user's slot
         for user in users:
             epoch = await streams.ensure_epoch(user)
             appended = await streams.append(epoch, user, 0, ["d1", "d2"], "writer", b'{"type":"x"}', once_for="n1")

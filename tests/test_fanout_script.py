@@ -1,5 +1,6 @@
 """The fan-out script against a real Redis: its wake-up is the event the delivery engine decodes,
-and a notification's fan-out appends once however often it is attempted."""
+it is published only when another node holds a socket of the user, and a notification's fan-out
+appends once however often it is attempted."""
 from __future__ import annotations
 
 import asyncio
@@ -34,12 +35,49 @@ async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
     epoch = await streams.ensure_epoch("u1")
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.user_channel("u1"))
+    await redis.zadd(keys.presence("u1"), {"d2|node-b|c1": 9e15})  # a socket on another node
     appended = await streams.append(epoch, "u1", 0, ["d1", "d2"], "node-a", b'{"type":"x"}')
     assert appended is not None and set(appended) == {"d1", "d2"}
     head, _, body = (await next_message(pubsub))["data"].partition(b"\n")
     header = json.loads(head)
     assert header["n"] == "node-a" and body == b'{"type":"x"}'
     assert events.decode(header) == events.NewEntries(appended)
+    await pubsub.aclose()
+
+
+async def test_the_wake_up_is_published_only_if_another_node_holds_a_socket(redis: Redis) -> None:
+    keys = Keys()
+    streams = Streams(redis, keys)
+    epoch = await streams.ensure_epoch("u2")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.user_channel("u2"))
+
+    async def published() -> list[bytes]:
+        await redis.ping()  # the script has run; give a publication time to arrive
+        got = []
+        while (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)) is not None:
+            got.append(msg["data"])
+        return got
+
+    # Nobody present, or only the appending node's own sockets: appended, nothing published.
+    assert await streams.append(epoch, "u2", 0, ["d1"], "node-a", b"one") is not None
+    assert await published() == []
+    await redis.zadd(keys.presence("u2"), {"d1|node-a|c1": 9e15, "d2|node-a|c2": 9e15})
+    assert await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"two") is not None
+    assert await published() == []
+    # A socket on another node, even one past its expiry: published (silent body too).
+    await redis.zadd(keys.presence("u2"), {"d2|node-b|c3": 1})
+    await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"three", silent_body=b"hush",
+                         silent=frozenset({"d2"}))
+    got = await published()
+    assert sorted(m.partition(b"\n")[2] for m in got) == [b"hush", b"three"]
+    # A member that does not parse counts as another node.
+    await redis.delete(keys.presence("u2"))
+    await redis.zadd(keys.presence("u2"), {"garbage": 9e15})
+    await streams.append(epoch, "u2", 0, ["d1"], "node-a", b"four")
+    assert [m.partition(b"\n")[2] for m in await published()] == [b"four"]
+    # Every append is in the streams whatever was published.
+    assert [e.body for e in (await streams.read_after("u2", "d1", "0-0", 10)).entries] == [b"one", b"two", b"three", b"four"]
     await pubsub.aclose()
 
 

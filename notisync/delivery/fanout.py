@@ -113,17 +113,24 @@ class FanOut:
             except StaleDevices:
                 pass
             except (RedisError, OSError):
-                # No reply: the script may still run later, and its wake-up is
-                # then the only one this node's sockets get.
+                # No reply: the script may have run, or may still run later.
+                # Its wake-up (published only when another node holds a socket
+                # of the user) is then the only one this node's sockets get,
+                # and the streams are re-read now and on the next attempt.
                 self.delivery.expect_own_echo(user_id)
+                self.delivery.catch_up(user_id)
                 raise
             else:
                 if appended is not None and silent and silent_body is not None:
                     quiet = {d: ids for d, ids in appended.items() if d in silent}
                     self.delivery.deliver(user_id, quiet, silent_body)
                     appended = {d: ids for d, ids in appended.items() if d not in silent}
-                if appended is not None:  # None: an earlier attempt appended it
+                if appended is not None:
                     self.delivery.deliver(user_id, appended, body)
+                else:
+                    # An earlier attempt appended it (a retry, the sweeper): if
+                    # its reply was lost, this node's sockets never had it.
+                    self.delivery.catch_up(user_id)
                 hooks.bus_out(1 if appended else 0)  # the script published iff it appended
                 return
             entry = await self.recipients.load(user_id)

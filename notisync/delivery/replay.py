@@ -4,8 +4,13 @@ Why nothing is lost (the order of steps below is the proof):
 
 1. A socket is indexed in the hub in "pumping" mode before anything else, so
    a wake-up that arrives while it is catching up only marks it dirty.
-2. The node subscribes to the user's channel and waits for Redis to confirm.
-   Every entry appended after that point produces a wake-up this node sees.
+2. The node subscribes to the user's channel and waits for Redis to confirm,
+   then adds the socket to the user's presence. Every entry appended after
+   that point produces a wake-up this node sees: the fan-out script
+   publishes whenever the presence holds a socket of a node other than the
+   appending one, and the appending node wakes its own sockets from the
+   script's reply (``notisync/delivery/fanout.py``; a reply lost to a Redis
+   failure makes it re-read its sockets' streams instead).
 3. The socket then reads its device's stream after its cursor, in batches,
    until a read comes back short and no wake-up arrived meanwhile. Entries
    appended before step 2 are in the stream; entries after it woke us.
@@ -213,6 +218,11 @@ class Delivery:
     def expect_own_echo(self, user_id: str) -> None:
         """A fan-out's reply was lost: take this node's own wake-ups for the user too."""
         self.bus.expect_own_echo(user_id)
+
+    def catch_up(self, user_id: str) -> None:
+        """Re-read the streams of the user's sockets here: an append may have happened unseen."""
+        for conn in self.hub.user_connections(user_id):
+            self._start_pump(conn)
 
     async def revoke_device(self, user_id: str, device_id: str) -> None:
         """Close the device's sockets on this node and every other."""
