@@ -83,6 +83,7 @@ local elsewhere = false
 for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   if string.match(m, '^[^|]*|([^|]*)|') ~= ARGV[4] then elsewhere = true break end
 end
+ids[#ids + 1] = elsewhere and '1' or '0'  -- last: whether it published
 if not elsewhere then return ids end
 local head = '{"n":"' .. ARGV[4] .. '","k":"m","e":{'
 if #parts > 0 then
@@ -135,6 +136,12 @@ SAVE_CHUNK = 1000
 # window in which the notification can still be pending in the store (a few
 # seconds, unless every node is down that long); it costs ~100 bytes each.
 MARKER_TTL = 600
+
+
+class Appended(dict[str, tuple[str, str]]):
+    """device id -> (previous id, new id) of one fan-out, and whether its wake-up was published."""
+
+    published: bool = False
 
 
 class EpochMismatch(Exception):
@@ -209,7 +216,7 @@ class Streams:
     async def append(
         self, epoch: str, user_id: str, version: int, device_ids: list[str], node_id: str, body: bytes,
         once_for: str | None = None, silent_body: bytes | None = None, silent: frozenset[str] = frozenset(),
-    ) -> dict[str, tuple[str, str]] | None:
+    ) -> Appended | None:
         """Append ``body`` to each device's stream and wake the user's channel.
 
         ``epoch`` and ``version`` are the user's epoch and device-list version
@@ -243,7 +250,9 @@ class Streams:
         if ids == b"DONE":
             return None
         pairs = [x.decode() for x in ids]
-        return {d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)}
+        appended = Appended({d: (pairs[2 * n], pairs[2 * n + 1]) for n, d in enumerate(device_ids)})
+        appended.published = pairs[-1] == "1"
+        return appended
 
     async def cancel_once(self, user_id: str, notification_id: str) -> bool:
         """Make every later ``append(..., once_for=notification_id)`` append nothing.

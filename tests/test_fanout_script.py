@@ -60,15 +60,16 @@ async def test_the_wake_up_is_published_only_if_another_node_holds_a_socket(redi
         return got
 
     # Nobody present, or only the appending node's own sockets: appended, nothing published.
-    assert await streams.append(epoch, "u2", 0, ["d1"], "node-a", b"one") is not None
+    assert (await streams.append(epoch, "u2", 0, ["d1"], "node-a", b"one")).published is False
     assert await published() == []
     await redis.zadd(keys.presence("u2"), {"d1|node-a|c1": 9e15, "d2|node-a|c2": 9e15})
-    assert await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"two") is not None
+    assert (await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"two")).published is False
     assert await published() == []
     # A socket on another node, even one past its expiry: published (silent body too).
     await redis.zadd(keys.presence("u2"), {"d2|node-b|c3": 1})
-    await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"three", silent_body=b"hush",
-                         silent=frozenset({"d2"}))
+    three = await streams.append(epoch, "u2", 0, ["d1", "d2"], "node-a", b"three", silent_body=b"hush",
+                                 silent=frozenset({"d2"}))
+    assert three.published is True and set(three) == {"d1", "d2"}
     got = await published()
     assert sorted(m.partition(b"\n")[2] for m in got) == [b"hush", b"three"]
     # A member that does not parse counts as another node.

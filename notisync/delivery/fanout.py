@@ -121,17 +121,18 @@ class FanOut:
                 self.delivery.catch_up(user_id)
                 raise
             else:
-                if appended is not None and silent and silent_body is not None:
-                    quiet = {d: ids for d, ids in appended.items() if d in silent}
-                    self.delivery.deliver(user_id, quiet, silent_body)
-                    appended = {d: ids for d, ids in appended.items() if d not in silent}
-                if appended is not None:
-                    self.delivery.deliver(user_id, appended, body)
-                else:
+                if appended is None:
                     # An earlier attempt appended it (a retry, the sweeper): if
                     # its reply was lost, this node's sockets never had it.
                     self.delivery.catch_up(user_id)
-                hooks.bus_out(1 if appended else 0)  # the script published iff it appended
+                    return
+                hooks.bus_out(1 if appended.published else 0)
+                if silent and silent_body is not None:
+                    quiet = {d: ids for d, ids in appended.items() if d in silent}
+                    self.delivery.deliver(user_id, quiet, silent_body)
+                    self.delivery.deliver(user_id, {d: ids for d, ids in appended.items() if d not in silent}, body)
+                else:
+                    self.delivery.deliver(user_id, appended, body)
                 return
             entry = await self.recipients.load(user_id)
         raise Unavailable("the device list keeps changing; retry", code="devices_changing")
