@@ -36,10 +36,18 @@ def redis_servers_for(data_dir: str) -> list[int]:
     return found
 
 
+def _as_in_a_terminal() -> None:
+    # A server started in a terminal's foreground gets Ctrl-C. A test run
+    # launched as a background job of a non-interactive shell ignores
+    # SIGINT, and the node would inherit that: a signal sent before its own
+    # handler exists would then be ignored, not the Ctrl-C modelled here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], env: dict[str, str] | None = None, cwd: str = ROOT,
           ) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
-    return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=full_env,
+    return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=full_env, preexec_fn=_as_in_a_terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
