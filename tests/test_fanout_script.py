@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -29,12 +30,18 @@ async def next_message(pubsub) -> dict:
     raise AssertionError("no publication")
 
 
-async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
+async def listening(redis: Redis, user: str) -> tuple[Keys, Streams, str, Any]:
+    """The streams, the user's epoch, and a pub/sub connection subscribed to the user's channel."""
     keys = Keys()
     streams = Streams(redis, keys)
-    epoch = await streams.ensure_epoch("u1")
+    epoch = await streams.ensure_epoch(user)
     pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.user_channel("u1"))
+    await pubsub.subscribe(keys.user_channel(user))
+    return keys, streams, epoch, pubsub
+
+
+async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
+    keys, streams, epoch, pubsub = await listening(redis, "u1")
     await redis.zadd(keys.presence("u1"), {"d2|node-b|c1": 9e15})  # a socket on another node
     appended = await streams.append(epoch, "u1", 0, ["d1", "d2"], "node-a", b'{"type":"x"}')
     assert appended is not None and set(appended) == {"d1", "d2"}
@@ -46,11 +53,7 @@ async def test_the_scripts_wake_up_decodes_as_new_entries(redis: Redis) -> None:
 
 
 async def test_the_wake_up_is_published_only_if_another_node_holds_a_socket(redis: Redis) -> None:
-    keys = Keys()
-    streams = Streams(redis, keys)
-    epoch = await streams.ensure_epoch("u2")
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.user_channel("u2"))
+    keys, streams, epoch, pubsub = await listening(redis, "u2")
 
     async def published() -> list[bytes]:
         await redis.ping()  # the script has run; give a publication time to arrive

@@ -14,7 +14,6 @@ from typing import Any
 
 from store.documents import utcnow
 from store.sqlite import SQLiteStore
-from store.sqlite_schema import SCHEMA
 from store.sqlite_search import LazyIndex
 from tests.harness import new_user
 from tests.test_search import index_consistent
