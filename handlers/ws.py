@@ -18,6 +18,7 @@ from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClosedError
 
 from handlers.base import ServiceHandler
+from handlers.frame_reader import FrameReader
 from handlers.outbox import Outbox, write_frames
 from notisync import protocol, schemas
 from notisync.core.notifications import Dropped
@@ -58,6 +59,13 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         if origin is not None and not self.check_origin(origin):
             return self.finish_error(403, "forbidden", "origin not allowed")
         await super().get(*args, **kwargs)
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        # Tornado's protocol with our frame reader (handlers/frame_reader.py).
+        protocol13 = super().get_websocket_protocol()
+        if type(protocol13) is tornado.websocket.WebSocketProtocol13:
+            return FrameReader(self, False, protocol13.params)
+        return protocol13
 
     # -- life cycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -233,6 +241,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         if outbox is not None:
             outbox.flush()
         super().close(code, reason)
+
+    def before_close_reply(self) -> None:
+        """The client sent a close frame (handlers/frame_reader.py): this turn's frames go before the reply."""
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.flush()
 
     # -- incoming -------------------------------------------------------------
     async def on_message(self, message: str | bytes) -> None:

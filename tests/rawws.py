@@ -15,6 +15,20 @@ import struct
 from typing import Any
 
 
+def client_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, size: int | None = None) -> bytes:
+    """A masked client frame; ``size`` claims another payload length than the one given."""
+    size = len(payload) if size is None else size
+    first = (0x80 if fin else 0) | rsv | opcode
+    if size < 126:
+        head = bytes((first, 0x80 | size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", first, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, size)
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class RawWS:
     def __init__(self, port: int, query: str, timeout: float = 10) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -53,11 +67,11 @@ class RawWS:
         return b0 & 0x0F, self._take(size)
 
     def send(self, opcode: int, payload: bytes) -> None:
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        head = bytes((0x80 | opcode, 0x80 | len(payload))) if len(payload) < 126 else (
-            struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, len(payload)))
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(client_frame(opcode, payload))
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next frame as it comes (opcode, payload): no ping is answered."""
+        return self._frame()
 
     def send_json(self, value: Any) -> None:
         self.send(0x1, json.dumps(value).encode())
