@@ -309,7 +309,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             except Dropped as dropped:  # a rule said so: nothing stored or sent
                 ack.update(dropped=True, rule_id=dropped.rule_id)
             else:
-                ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
+                if frame_id is not None:  # the view is only for the ack (a phone posting without ids gets none)
+                    ack.update(notification_id=record["id"], created=created, notification=notification_view(record))
         else:
             raise ApiError(f"unknown frame type {kind!r}", code="unknown_type")
         if frame_id is not None:

@@ -40,3 +40,31 @@ async def test_a_change_found_riding_along_is_reloaded_not_served(redis_server: 
     finally:
         await store.close()
         await redis.aclose()
+
+
+async def test_posts_arriving_while_a_check_is_out_share_it(redis_server: Any, tmp_path: Any) -> None:
+    """At saturation every post of a user whose check was due sent an MGET of its own while the
+    first was still out (hundreds a second); they now wait for that one and use what it read."""
+    redis = Redis.from_url(redis_server.url)
+    watcher = Redis.from_url(redis_server.url)
+    keys = Keys("rulecache-flight")
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
+    await store.open()
+    here = RuleService(store, redis, keys)
+    elsewhere = RuleService(store, redis, keys)
+    try:
+        await here.ruleset("a")
+        await asyncio.sleep(rulebook.CACHE_SECONDS * 1.2)  # a's check is due
+        await watcher.config_resetstat()
+        sets = await asyncio.gather(*(here.ruleset("a") for _ in range(50)))
+        mgets = (await watcher.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+        assert mgets == 1
+        assert all(s is sets[0] for s in sets)
+        # A change made while posts wait is still seen within CACHE_SECONDS.
+        await elsewhere.create("a", {"name": "r", "enabled": True, "position": None, "match": {"app_name": "Slack"}, "action": {"drop": True}})
+        await asyncio.sleep(rulebook.CACHE_SECONDS * 1.2)
+        assert [s.count for s in await asyncio.gather(*(here.ruleset("a") for _ in range(20)))] == [1] * 20
+    finally:
+        await store.close()
+        await redis.aclose()
+        await watcher.aclose()

@@ -9,6 +9,7 @@ counter, so every node applies it within ``CACHE_SECONDS``.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -48,7 +49,7 @@ class RuleService:
         self.limit = limit
         # user id -> (checked at, counter value, compiled rules)
         self._cache: OrderedDict[str, tuple[float, bytes | None, RuleSet]] = OrderedDict()
-        self._riding: set[str] = set()  # users whose counter an MGET in flight is re-reading
+        self._checks: dict[str, asyncio.Future[None]] = {}  # user -> the MGET in flight re-reading its counter
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         return [rule_view(r) for r in await self.store.list_rules(user_id)]
@@ -83,29 +84,51 @@ class RuleService:
         cached = self._cache.get(user_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[2]
+        check = self._checks.get(user_id)
+        if check is not None:
+            # A check re-reading this user's counter is out (its own or one it
+            # rides along): wait for it rather than send another. At saturation
+            # every post of a user whose check was due sent its own MGET while
+            # the first was out, ~1 post in 5 paying a Redis round trip.
+            await asyncio.shield(check)
+            cached = self._cache.get(user_id)
+            if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+                return cached[2]
+        return await self._check(user_id, cached, now)
+
+    async def _check(self, user_id: str, cached: tuple[float, bytes | None, RuleSet] | None,
+                     now: float) -> RuleSet:
+        """Re-read the user's counter (and, riding along, others' half-due ones); reload its rules if moved."""
         others = self._due(user_id, now)
+        check = asyncio.get_running_loop().create_future()
         # Marked while their MGET is out, so concurrent checks (many, at
-        # saturation) do not each carry the same hundreds of keys again.
-        self._riding.update(others)
+        # saturation) do not each carry the same hundreds of keys again,
+        # and posts of these users wait for it.
+        for user in (user_id, *others):
+            self._checks[user] = check
         try:
             keys = [self.keys.rules_version(u) for u in (user_id, *others)]
             # Each user's counter sits in the user's slot: on a cluster the
             # read is split by slot (one MGET per shard), atomic per slot only.
             versions = await (self.redis.mget_nonatomic(keys) if isinstance(self.redis, RedisCluster)
                               else self.redis.mget(keys))
+            version = versions[0]
+            self._rode_along(others, versions[1:], now)
+            if cached is not None and cached[1] == version:
+                rules = cached[2]
+            else:
+                rules = RuleSet.compile(await self.store.list_rules(user_id))
+            self._cache[user_id] = (now, version, rules)
+            self._cache.move_to_end(user_id)
+            while len(self._cache) > CACHE_USERS:
+                self._cache.popitem(last=False)
+            return rules
         finally:
-            self._riding.difference_update(others)
-        version = versions[0]
-        self._rode_along(others, versions[1:], now)
-        if cached is not None and cached[1] == version:
-            rules = cached[2]
-        else:
-            rules = RuleSet.compile(await self.store.list_rules(user_id))
-        self._cache[user_id] = (now, version, rules)
-        self._cache.move_to_end(user_id)
-        while len(self._cache) > CACHE_USERS:
-            self._cache.popitem(last=False)
-        return rules
+            # Waiters go on either way: on a failure each makes its own check (and meets the error).
+            for user in (user_id, *others):
+                if self._checks.get(user) is check:
+                    del self._checks[user]
+            check.set_result(None)
 
     def _due(self, user_id: str, now: float) -> list[str]:
         """Recently used users whose check is half due: re-read in the same MGET.
@@ -120,7 +143,7 @@ class RuleService:
         for seen, other in enumerate(reversed(self._cache)):  # most recently used first
             if seen >= RIDE_ALONG_SCAN or len(due) >= RIDE_ALONG_MAX:
                 break
-            if other != user_id and other not in self._riding and now - self._cache[other][0] >= RIDE_ALONG_SECONDS:
+            if other != user_id and other not in self._checks and now - self._cache[other][0] >= RIDE_ALONG_SECONDS:
                 due.append(other)
         return due
 
