@@ -147,10 +147,12 @@ async def test_ws_rate_limit_zero_disables_it():
         shutil.rmtree(node.data_dir, ignore_errors=True)
 
 
-async def test_node_on_uvloop_mirrors_and_stops_cleanly():
-    pytest.importorskip("uvloop")
-    node = Node(extra=["--event-loop", "uvloop"]).start()
+@pytest.mark.parametrize("flags, loop", [([], "uvloop"), (["--event-loop", "asyncio"], "asyncio")])
+async def test_node_mirrors_and_stops_cleanly_on_either_event_loop(flags, loop):
+    # uvloop is the default (a dependency wherever it builds); asyncio stays selectable.
+    node = Node(extra=flags).start()
     try:
+        assert f"event loop: {loop})" in node.log()
         user = await new_user(node)
         phone, laptop = await user.device("mobile"), await user.device("desktop")
         ws_laptop = await ws_connect(node, user.token, laptop)

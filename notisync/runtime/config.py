@@ -44,7 +44,7 @@ class Settings(OpsSettings):
     ws_rate_limit: float = 50.0
     ws_max_message_size: int = 64 * 1024
     max_body_size: int = 64 * 1024
-    event_loop: str = "asyncio"
+    event_loop: str = "auto"
     # Seconds an access token lives; sockets close at its expiry unless re-authenticated.
     access_token_ttl: int = 900
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -71,7 +71,7 @@ class Settings(OpsSettings):
         return origin.rstrip("/") in self.allowed_origins
 
 
-EVENT_LOOPS = ("asyncio", "uvloop")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SIGNUP_MODES = ("open", "closed")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -102,7 +102,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
                                        " made with `run.py adduser EMAIL`"),
     "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
-    "event-loop": ("NOTISYNC_EVENT_LOOP", str, "asyncio or uvloop (needs the uvloop package)"),
+    "event-loop": ("NOTISYNC_EVENT_LOOP", str, "auto (uvloop where installed, else asyncio), asyncio or uvloop"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     "digest-interval": ("NOTISYNC_DIGEST_INTERVAL", float, "seconds between checks for due daily digests"),
