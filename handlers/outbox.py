@@ -102,7 +102,9 @@ def write_frames(handler: WebSocketHandler, frames: list[bytes], ping: bytes | N
         raise WebSocketClosedError()
     stream = getattr(conn, "stream", None)
     if stream is None or getattr(conn, "_compressor", True) is not None:
-        written = [handler.write_message(frame) for frame in frames][-1]
+        written = None
+        for frame in frames:
+            written = handler.write_message(frame)
         if ping is not None:
             handler.ping(ping)
         return written

@@ -15,6 +15,7 @@ from typing import Any
 
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from handlers.base import ServiceHandler
@@ -226,8 +227,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
         if self._closed or conn is None or conn.is_closing():
             return False
         try:
-            self.ping(token)  # written behind everything already handed to the stream
-        except WebSocketClosedError:
+            # Behind everything already handed to the stream; through the outbox's
+            # framing, not Tornado's ping (a saving round sends hundreds at once).
+            write_frames(self, [], token)
+        except (WebSocketClosedError, StreamClosedError):
             return False
         return True
 

@@ -7,10 +7,13 @@ implements, and keeps what it knows about that socket in its ``Subscriber``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from store.streams import ZERO
+
+_slots = itertools.count()
 
 
 @dataclass(slots=True)  # one per socket: slots keep 10,000 idle sockets small
@@ -32,6 +35,7 @@ class Subscriber:
     probe_token: bytes = b""
     probe_due: float = 0.0  # loop time from which the next probe may go
     acking: bool = False  # the client sends stream_ack: pongs no longer count
+    slot: int = field(default_factory=lambda: next(_slots))  # which tick of the saving round takes it
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

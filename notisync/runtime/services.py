@@ -27,7 +27,7 @@ from notisync.core.throttle import SignInLimits
 from notisync.delivery.fanout import FanOut
 from notisync.delivery.hub import Hub
 from notisync.delivery.liveness import Liveness
-from notisync.delivery.positions import Positions
+from notisync.delivery.positions import TICK_SECONDS, Positions
 from notisync.delivery.recipients import Recipients
 from notisync.delivery.replay import Delivery
 from notisync.errors import Unavailable
@@ -48,7 +48,6 @@ from store.streams import Streams
 
 log = logging.getLogger(__name__)
 
-CURSOR_FLUSH_SECONDS = 1.0
 PENDING_FLUSH_SECONDS = 1.0
 SWEEP_SECONDS = 2.0
 PURGE_SECONDS = 600.0
@@ -180,7 +179,7 @@ class Services:
             asyncio.create_task(self._once(self._sweep_all)),
             asyncio.create_task(self._every(SWEEP_SECONDS, self.notifications.sweep)),
             asyncio.create_task(self._every(PENDING_FLUSH_SECONDS, self.pending.flush)),
-            asyncio.create_task(self._every(CURSOR_FLUSH_SECONDS, self.positions.save)),
+            asyncio.create_task(self._every(TICK_SECONDS, self.positions.tick)),
             asyncio.create_task(self._every(s.presence_ttl / 3, self.liveness.heartbeat)),
             asyncio.create_task(self._every(PURGE_SECONDS, self._purge)),
             # Due digests, including one missed while every node was down (catch-up at start).
