@@ -117,9 +117,10 @@ def measure(args: argparse.Namespace, gens: dict[str, Generator], targets: dict[
                 if kind == "saturate":
                     figures[name].setdefault("sat_deliveries_per_s", []).append(r["deliveries_per_s"])
                 figures[name].setdefault(f"{kind}_p99", []).append(r["latency_ms"]["p99"])
+                refused = r.get("errors") or {}  # error frames the phones got (e.g. rate_limited)
                 line.append(f"{name}: {us:6.0f} us/notification, sent {r['sent']}, "
                             f"{r['deliveries_per_s']:.0f} deliv/s, p99 {r['latency_ms']['p99']:.1f} ms, "
-                            f"missing {r['missing']}")
+                            f"missing {r['missing']}" + (f", refused {refused}" if refused else ""))
             print(" | ".join(line), flush=True)
     return missing
 

@@ -18,6 +18,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = {"notisync", "notisync-2-nodes", "socketio", "tornado", "asyncio"}
 
 
+# With a handful of phones at saturation each phone posts faster than the shipped
+# per-socket limit (50 frames/s, burst 200) lets through; a refused post is answered
+# with an error frame but, without frame ids, its deliveries count as missing (seen:
+# 24 rate_limited posts, 96 missing). The full-size case (200 phones) stays far under it.
+NO_WS_LIMIT = ["--notisync-args", "--ws-rate-limit 0"]
+
+
 def test_quick_comparison_accounts_for_every_delivery_on_every_server():
     before = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json")))
     run = subprocess.run(
@@ -60,7 +67,8 @@ def test_independent_case_accounts_for_every_delivery_without_frame_ids():
     before = set(glob.glob(os.path.join(ROOT, "bench", "results", "compare-*.json")))
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--case", "independent", "--users", "10",
-         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "100", "--variant", "ids=--frame-ids"],
+         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "100", "--variant", "ids=--frame-ids",
+         *NO_WS_LIMIT],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -89,7 +97,7 @@ def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delive
     subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "ab.py"), "--old", str(other), "--users", "6",
-         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "50", "--saturation"],
+         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "50", "--saturation", *NO_WS_LIMIT],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
