@@ -239,14 +239,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler, ServiceHandler):
             self.services.positions.pong(self.subscriber, data)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        # Frames queued this turn go out before the close frame, in order.
-        outbox = getattr(self, "_outbox", None)
-        if outbox is not None:
-            outbox.flush()
+        self.before_close_reply()  # our close frame, too, goes behind this turn's frames
         super().close(code, reason)
 
     def before_close_reply(self) -> None:
-        """The client sent a close frame (handlers/frame_reader.py): this turn's frames go before the reply."""
+        """Frames queued this turn go out now, before a close frame (ours, or the reply to the client's:
+        handlers/frame_reader.py)."""
         outbox = getattr(self, "_outbox", None)
         if outbox is not None:
             outbox.flush()
