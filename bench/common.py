@@ -145,11 +145,27 @@ def proc_sample(pid: int | None) -> dict[str, float] | None:
 
 
 def machine_sample() -> dict[str, float] | None:
-    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
+    """Busy CPU seconds of the whole machine (all cores), and the steal among them, from /proc/stat."""
     try:
         with open("/proc/stat") as f:
             ticks = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return {"cpu_s": (sum(ticks[:8]) - idle) / CLK_TCK, "rss_mb": 0.0, "t": time.time()}
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return {"cpu_s": (sum(ticks[:8]) - idle) / CLK_TCK, "steal_s": steal / CLK_TCK, "rss_mb": 0.0, "t": time.time()}
+
+
+def machine_usage(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float | None]:
+    """busy_pct (all cores, 100 = one core) and steal_pct between two machine samples.
+
+    Steal is CPU time the hypervisor gave another guest while this VM had
+    work to run: on this shared machine, windows with a few percent of it
+    showed two to six times the delivery latency of windows without, for
+    every process alike, so it is reported with every window.
+    """
+    if not before or not after:
+        return {"busy_pct": None, "steal_pct": None}
+    wall = max(after["t"] - before["t"], 1e-9)
+    return {"busy_pct": round((after["cpu_s"] - before["cpu_s"]) / wall * 100, 1),
+            "steal_pct": round((after["steal_s"] - before["steal_s"]) / wall * 100, 1)}

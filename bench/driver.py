@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from bench import genproc
-from bench.common import machine_sample, proc_sample
+from bench.common import machine_sample, machine_usage, proc_sample
 from bench.targets import Target
 
 
@@ -48,11 +48,10 @@ class Generator:
         machine_after = machine_sample()
         after = {name: _sample(pids) for name, pids in groups.items()}
         result["resources"] = {name: _usage(before[name], after[name]) for name in groups}
-        wall = max(machine_after["t"] - machine_before["t"], 1e-9) if machine_before and machine_after else None
-        busy = (machine_after["cpu_s"] - machine_before["cpu_s"]) / wall * 100 if wall else None
+        usage = machine_usage(machine_before, machine_after)
+        busy = usage["busy_pct"]
         ours = sum((r or {}).get("cpu_pct", 0) for r in result["resources"].values())
-        result["machine"] = {"cpus": os.cpu_count(), "busy_pct": busy and round(busy, 1),
-                             "others_pct": busy and round(max(0.0, busy - ours), 1)}
+        result["machine"] = {"cpus": os.cpu_count(), **usage, "others_pct": busy and round(max(0.0, busy - ours), 1)}
         return result
 
     def stop(self, graceful: bool = True) -> None:

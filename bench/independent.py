@@ -140,7 +140,7 @@ def record(data: dict[str, Any], target: str, scenario: str, res: dict[str, Any]
     settle = (res.get("settle_resources") or {}).get("server") or {}
     log(f"{summary.one_line(res)}, redis CPU {(res['resources'].get('redis') or {}).get('cpu_pct', '-')}%, "
         f"server CPU while settling {settle.get('cpu_pct', '-')}%, machine {res['machine'].get('busy_pct')}%, "
-        f"load {load[0]:.2f}")
+        f"steal {res['machine'].get('steal_pct', '-')}%, load {load[0]:.2f}")
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def markdown(data: dict[str, Any]) -> str:
         rate = name[8:]
         head += [f"{rate}/s p50 / p99 ms", f"{rate}/s server CPU %", f"{rate}/s redis CPU %",
                  f"{rate}/s CPU µs/notification", f"{rate}/s gen CPU %"]
-    head += ["sat. gen CPU %", "load (1 min)", "missing / errors"]
+    head += ["sat. gen CPU %", "load (1 min)", "steal % (max)", "missing / errors"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in summary.targets_in(data):
         sat = lambda f: stat(data, t, "saturation", f)  # noqa: E731
@@ -197,7 +197,8 @@ def markdown(data: dict[str, Any]) -> str:
                       fmt(at(_res("generator")))]
         mine = [r for r in data["results"] if r["target"] == t]
         load = spread([r["machine"]["loadavg"][0] for r in mine if r["machine"].get("loadavg")])
-        cells += [fmt(sat(_res("generator"))), fmt(load, 2),
+        steal = max((r["machine"].get("steal_pct") or 0 for r in mine), default=0)
+        cells += [fmt(sat(_res("generator"))), fmt(load, 2), f"{steal:.1f}",
                   f"{sum(r['missing'] for r in mine)} / {sum(sum(r['errors'].values()) for r in mine)}"]
         rows.append("| " + " | ".join(cells) + " |")
     out += rows + [""] + _variants(data, rates) + _verdict(data, cfg)

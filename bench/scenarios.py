@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable
 
 from bench.actors import Phone, Receiver
-from bench.common import http, machine_sample, proc_sample, summarize
+from bench.common import http, machine_sample, machine_usage, proc_sample, summarize
 from bench.fleet import SEND_GUARD, Fleet
 
 
@@ -204,11 +204,7 @@ def _window_cpu(groups: dict[str, list[int]], before: dict[str, list], machine_b
         cpu_s = sum(a["cpu_s"] - b["cpu_s"] for b, a in pairs)
         out[name] = {"cpu_s": round(cpu_s, 3), "cpu_pct": round(cpu_s / wall * 100, 1), "wall_s": round(wall, 3),
                      "rss_mb_after": round(sum(a["rss_mb"] for _, a in pairs), 1)}
-    after = machine_sample()
-    busy = None
-    if machine_before and after:
-        busy = round((after["cpu_s"] - machine_before["cpu_s"]) / max(after["t"] - machine_before["t"], 1e-9) * 100, 1)
-    return out, {"cpus": os.cpu_count(), "busy_pct": busy, "loadavg": os.getloadavg()}
+    return out, {"cpus": os.cpu_count(), **machine_usage(machine_before, machine_sample()), "loadavg": os.getloadavg()}
 
 
 async def saturate_on_delivery(fleet: Fleet, duration: float, window: int, drain: float, tag: str,

@@ -5,6 +5,9 @@ import statistics
 from typing import Any, Callable
 
 GENERATOR_BOUND_PCT = 90.0  # of one core: above this the generator, not the server, is the bottleneck
+# Of one core, over a window: above this the hypervisor ran another guest on
+# this VM's cores long enough to show (bench/common.py machine_usage).
+STEAL_WARN_PCT = 3.0
 OURS, CLUSTER = "notisync", "notisync-2-nodes"
 PEERS = ("socketio", "tornado", "asyncio")
 LABELS = {OURS: "NotiSync (1 node)", CLUSTER: "NotiSync (2 nodes)", "socketio": "python-socketio + Redis",
@@ -201,6 +204,10 @@ def warnings(data: dict[str, Any]) -> list[str]:
             out.append(f"{name}: the generator used {gen:.0f}% of a core; this run measures the generator, "
                        "not the server (the server's figure is a lower bound)")
         busy = (r.get("machine") or {}).get("busy_pct") or 0
+        steal = (r.get("machine") or {}).get("steal_pct") or 0
+        if steal > STEAL_WARN_PCT and r["scenario"] != "capacity":
+            out.append(f"{name}: the host took {steal:.0f}% of a core from this machine (steal): its latency "
+                       "and throughput are disturbed")
         if busy > 95 * cpus and r["scenario"] == "saturation":
             out.append(f"{name}: the machine was {busy / cpus:.0f}% busy across {cpus} cores: all processes "
                        "competed for CPU")

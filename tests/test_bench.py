@@ -14,6 +14,9 @@ import os
 import subprocess
 import sys
 
+from bench.common import machine_usage
+from bench.summary import warnings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = {"notisync", "notisync-2-nodes", "socketio", "tornado", "asyncio"}
 
@@ -86,7 +89,22 @@ def test_independent_case_accounts_for_every_delivery_without_frame_ids():
         for target, r in got.items():
             assert r["sent"] > 0 and r["received"] == r["expected"] == 4 * r["sent"], (target, scenario)
             assert r["resources"]["server"]["cpu_s"] >= 0 and r["disconnect"]["server_connections_left"] == 0
+            assert 0 <= r["machine"]["steal_pct"] <= 100 * r["machine"]["cpus"], (target, scenario)
     assert "Targets (issue 10, this case)" in run.stdout
+    assert "steal % (max)" in run.stdout
+
+
+def test_windows_the_host_took_cpu_from_are_flagged():
+    """Steal (another guest running on this VM's cores) is measured per window and warned about."""
+    usage = machine_usage({"cpu_s": 10.0, "steal_s": 1.0, "t": 100.0}, {"cpu_s": 12.0, "steal_s": 1.5, "t": 102.0})
+    assert usage == {"busy_pct": 100.0, "steal_pct": 25.0}
+
+    def window(run: int, steal: float) -> dict:
+        return {"target": "notisync", "scenario": "latency@500", "run": run,
+                "machine": {"busy_pct": 110.0, "steal_pct": steal}, "resources": {}}
+    data = {"environment": {"cpus": 2}, "results": [window(0, 25.0), window(1, 0.4)]}
+    (warning,) = warnings(data)
+    assert warning.startswith("notisync latency@500 run 0: the host took 25% of a core")
 
 
 def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delivery(tmp_path):
