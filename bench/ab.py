@@ -105,7 +105,8 @@ def measure(args: argparse.Namespace, gens: dict[str, Generator], targets: dict[
         for kind, extra in kinds:
             res = both(gens, targets, budget, kind=kind, settle=args.settle, duration=args.duration,
                        drain=args.drain, tag=f"AB{kind[0]}{run}", **extra)
-            line = [f"run {run} {kind:8s} load {os.getloadavg()[0]:.2f}"]
+            steal = max((r.get("machine") or {}).get("steal_pct") or 0 for r in res.values())
+            line = [f"run {run} {kind:8s} load {os.getloadavg()[0]:.2f} steal {steal:.1f}%"]
             for name in targets:
                 r = res[name]
                 if "error" in r:
