@@ -216,9 +216,14 @@ class DocumentStore(HubStore, abc.ABC):
 
     @abc.abstractmethod
     async def get_notification(
-        self, user_id: str, notification_id: str
+        self, user_id: str, notification_id: str, include_expired: bool = False
     ) -> Record | None:
-        """None when absent or when it belongs to another user."""
+        """None when absent, past ``expires_at`` or another user's.
+
+        ``include_expired``: also one past ``expires_at`` that the store still
+        holds (SQLite until its purge; MongoDB's TTL monitor removes it within
+        about a minute): invoke answers 409 rather than 404 for it.
+        """
 
     @abc.abstractmethod
     async def delete_notification(self, user_id: str, notification_id: str) -> None:

@@ -273,9 +273,10 @@ class MongoStore(MongoHubMixin, MongoPhone, DocumentStore):
         return record, True
 
     async def get_notification(
-        self, user_id: str, notification_id: str
+        self, user_id: str, notification_id: str, include_expired: bool = False
     ) -> Record | None:
-        doc = await self.notifications.find_one({"_id": notification_id, "user_id": user_id, **live()})
+        expiry = {} if include_expired else live()
+        doc = await self.notifications.find_one({"_id": notification_id, "user_id": user_id, **expiry})
         return to_record(doc)
 
     async def delete_notification(self, user_id: str, notification_id: str) -> None:

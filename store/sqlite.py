@@ -314,8 +314,11 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         return stored, created
 
     async def get_notification(
-        self, user_id: str, notification_id: str
+        self, user_id: str, notification_id: str, include_expired: bool = False
     ) -> Record | None:
+        if include_expired:
+            return await self._one("SELECT * FROM notifications WHERE id = ? AND user_id = ?",
+                                   (notification_id, user_id))
         sql = f"SELECT * FROM notifications WHERE id = ? AND user_id = ? AND {LIVE}"
         return await self._one(sql, (notification_id, user_id, live_since()))
 

@@ -5,7 +5,11 @@ every invalid invoke gets the SPEC status."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
+import sqlite3
 
+from store.sqlite_rows import encode_time
 from tests.harness import new_user, ws_connect
 from tests.test_rest_auth import API, assert_error
 
@@ -179,4 +183,25 @@ async def test_invalid_invokes_get_the_spec_status(node):
     assert (await ws.recv_type("error"))["data"]["code"] == "validation_error"
     await ws.send({"type": "ping"})
     await ws.recv_type("pong")
+    ws.close()
+
+
+async def test_invoking_an_expired_notification_is_409_while_the_store_still_holds_it(node):
+    """SPEC: "a dismissed or expired notification 409" (expired: gone from every other answer)."""
+    user = await new_user(node)
+    phone, laptop = await user.device("mobile"), await user.device("desktop")
+    nid = (await post(user, {**CHAT, "source_key": "expiring", "actions": ACTIONS}, phone)).body["id"]
+    # Seven days pass for this one row (the node's purge runs every 10 minutes, so it is still there).
+    past = encode_time(dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
+    db = sqlite3.connect(os.path.join(node.data_dir, "notisync.sqlite3"), timeout=10)
+    with db:
+        assert db.execute("UPDATE notifications SET expires_at = ? WHERE id = ?", (past, nid)).rowcount == 1
+    db.close()
+    assert_error(await user.call("GET", f"{API}/notifications/{nid}"), 404, "notification_not_found")
+    assert_error(await invoke(user, nid, {"action_id": "reply", "reply_text": "late"}, laptop), 409,
+                 "notification_expired")
+    ws = await ws_connect(node, user.token, laptop)
+    await ws.send({"type": "invoke_action", "id": "e", "data": {"notification_id": nid, "action_id": "mark"}})
+    err = await ws.recv_type("error")
+    assert err["data"]["code"] == "notification_expired" and err["data"]["id"] == "e"
     ws.close()

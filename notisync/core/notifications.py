@@ -298,16 +298,21 @@ class NotificationService:
     ) -> Record:
         """Send ``action_invoked`` to the notification's source device (its stream queues it).
 
-        404: no such notification or action; 409: it is dismissed (or
-        expired — gone from every answer, so also 404 then); 400: a
-        ``reply_text`` on a button.
+        404: no such notification or action; 409: it is dismissed or
+        expired (SPEC; once the store has purged an expired one, 404);
+        400: a ``reply_text`` on a button.
         """
         if device_id:
             await self.devices.require_live(user_id, device_id)
-        record = await self.get(user_id, notification_id)
+        record = await self.store.get_notification(user_id, notification_id, include_expired=True)
+        if record is None:
+            raise NotFound("notification not found", code="notification_not_found")
         action = next((a for a in record.get("actions") or [] if a["id"] == action_id), None)
         if action is None:
             raise NotFound("the notification has no such action", code="action_not_found")
+        expires_at = record.get("expires_at")
+        if expires_at is not None and expires_at <= utcnow():
+            raise Conflict("the notification expired", code="notification_expired")
         if record["is_dismissed"]:
             raise Conflict("the notification was dismissed", code="notification_dismissed")
         if reply_text is not None and action.get("type") != "reply":
