@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from notisync.delivery import positions
+from notisync.delivery.hub import SLICES, Hub
 from notisync.delivery.positions import Positions
 from notisync.delivery.subscriber import Subscriber
 
@@ -68,14 +69,6 @@ class _Conn:
         return True
 
 
-class _Hub:
-    def __init__(self, conns: list[_Conn]) -> None:
-        self.conns = conns
-
-    def all(self) -> list[_Conn]:
-        return self.conns
-
-
 class _Streams:
     def __init__(self) -> None:
         self.calls: list[int] = []
@@ -91,18 +84,34 @@ async def test_the_saving_round_is_spread_over_the_second_in_slices() -> None:
     now = [1000.0]
     conns = [_Conn(i) for i in range(SOCKETS)]
     streams = _Streams()
-    pos = Positions(hub=_Hub(conns), streams=streams, clock=lambda: now[0])  # type: ignore[arg-type]
+    hub = Hub()
+    for c in conns:
+        hub.add(c)  # type: ignore[arg-type]
+    pos = Positions(hub=hub, streams=streams, clock=lambda: now[0])  # type: ignore[arg-type]
     probed_per_tick = []
-    for _ in range(positions.SLICES):
+    for _ in range(SLICES):
         before = sum(c.probed for c in conns)
         await pos.tick()
         probed_per_tick.append(sum(c.probed for c in conns) - before)
     assert all(c.probed == 1 for c in conns)  # each socket once over the round
-    assert max(probed_per_tick) <= SOCKETS * 2 / positions.SLICES, probed_per_tick
+    assert max(probed_per_tick) <= SOCKETS * 2 / SLICES, probed_per_tick
     for c in conns:  # answered: the next round saves each confirmed position, again a slice a tick
         pos.pong(c.subscriber, c.subscriber.probe_token)
     streams.calls.clear()
-    for _ in range(positions.SLICES):
+    for _ in range(SLICES):
         await pos.tick()
-    assert sum(streams.calls) == SOCKETS and max(streams.calls) <= SOCKETS * 2 / positions.SLICES, streams.calls
+    assert sum(streams.calls) == SOCKETS and max(streams.calls) <= SOCKETS * 2 / SLICES, streams.calls
     assert all(c.subscriber.saved == "1-0" for c in conns)
+
+
+def test_the_hub_keeps_every_socket_in_exactly_one_slice_until_it_is_removed() -> None:
+    hub, conns = Hub(), [_Conn(i) for i in range(37)]
+    for c in conns:
+        hub.add(c)  # type: ignore[arg-type]
+    slices = [hub.slice(i) for i in range(SLICES)]
+    assert sorted(id(c) for s in slices for c in s) == sorted(id(c) for c in conns)
+    assert max(map(len, slices)) - min(map(len, slices)) <= 1  # slots are dealt in turn
+    for c in conns[::2]:
+        hub.remove(c)  # type: ignore[arg-type]
+    left = [c for i in range(SLICES) for c in hub.slice(i)]
+    assert sorted(id(c) for c in left) == sorted(id(c) for c in conns[1::2]) and hub.count == len(left)

@@ -9,12 +9,17 @@ from typing import Iterable, Iterator
 
 from notisync.delivery.subscriber import Connection
 
+# The saving round (positions.py) runs one slice of the sockets per tick; the
+# hub keeps them sliced (by ``Subscriber.slot``) so a tick visits only its own.
+SLICES = 10
+
 
 class Hub:
     # Per device, a dict used as an ordered set: oldest socket first, which is
     # the one --max-sockets-per-device replaces.
     def __init__(self) -> None:
         self._users: dict[str, dict[str, dict[Connection, None]]] = {}
+        self._slices: list[dict[Connection, None]] = [{} for _ in range(SLICES)]
         self._count = 0
 
     @property
@@ -26,6 +31,7 @@ class Hub:
         conns = devices.setdefault(conn.device_id, {})
         if conn not in conns:
             conns[conn] = None
+            self._slices[conn.subscriber.slot % SLICES][conn] = None
             self._count += 1
 
     def remove(self, conn: Connection) -> None:
@@ -33,6 +39,7 @@ class Hub:
         if not devices or conn not in devices.get(conn.device_id, ()):
             return
         del devices[conn.device_id][conn]
+        del self._slices[conn.subscriber.slot % SLICES][conn]
         self._count -= 1
         if not devices[conn.device_id]:
             del devices[conn.device_id]
@@ -57,6 +64,10 @@ class Hub:
             if device_id != exclude_device
             for c in conns
         ]
+
+    def slice(self, index: int) -> list[Connection]:
+        """The sockets of slice ``index`` (0 to SLICES - 1): each socket is in exactly one."""
+        return list(self._slices[index])
 
     def all(self) -> Iterator[Connection]:
         for devices in list(self._users.values()):
