@@ -24,8 +24,9 @@ newest rows are deleted (no AUTOINCREMENT), so a new row can land below it.
 
 A search first catches the whole index up (``LazyIndex.catch_up_all``), so
 it sees every notification stored before it began; between searches the
-store catches up every ``BATCH`` inserts and on a timer, so the backlog,
-and the time a search may spend catching up, stays small.
+store catches up every ``BATCH`` inserts and on a timer (rows any process
+stored), so the backlog, and the time a search may spend catching up, stays
+small.
 
 The triggers keep the names they had when inserts indexed eagerly: a node
 of that version opening a migrated file finds them present and leaves them
@@ -197,7 +198,10 @@ class LazyIndex:
             log.warning("search index catch-up failed (retried): %s", exc)
 
     async def _tick(self) -> None:
+        # Every interval, whether or not this process inserted: another process
+        # sharing the file may have (a --workers sibling, or a node of the
+        # previous version, which inserts without indexing and searches the
+        # index as it is). With nothing above the mark a round is two SELECTs.
         while True:
             await asyncio.sleep(self.interval)
-            if self._unindexed:
-                self._kick()
+            self._kick()

@@ -47,6 +47,15 @@ def indexed(path: str, word: str) -> int:
                               (f'"{word}"',)).fetchone()[0])
 
 
+def raw_insert(path: str, record: dict[str, Any]) -> None:
+    """Insert a row as another process would: plain SQL on its own connection."""
+    with sqlite3.connect(path) as db:
+        cols = [c for c in record if c in {r[1] for r in db.execute("PRAGMA table_info(notifications)")}]
+        values = [v.isoformat(timespec="milliseconds") if isinstance(v, dt.datetime) else v
+                  for v in (record[c] for c in cols)]
+        db.execute(f"INSERT INTO notifications ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+
+
 def mark(path: str) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT upto FROM notifications_fts_mark").fetchone()[0])
@@ -166,11 +175,7 @@ async def test_a_file_with_the_eager_triggers_moves_to_batches_without_indexing_
                          "DROP TRIGGER notifications_fts_delete; DROP TRIGGER notifications_fts_update;"
                          "DROP TABLE notifications_fts;" + EAGER_INDEX)
     before = note("u1", title="eager times")
-    with sqlite3.connect(path) as db:  # a row the eager trigger indexed
-        cols = [c for c in before if c in {r[1] for r in db.execute("PRAGMA table_info(notifications)")}]
-        values = [v.isoformat(timespec="milliseconds") if isinstance(v, dt.datetime) else v
-                  for v in (before[c] for c in cols)]
-        db.execute(f"INSERT INTO notifications ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+    raw_insert(path, before)  # a row the eager trigger indexed
     assert indexed(path, "eager") == 1
     store = await lazy_store(path)
     try:
@@ -202,6 +207,31 @@ async def test_a_full_batch_is_indexed_in_the_background(tmp_path) -> None:
                 break
             await asyncio.sleep(0.05)
         assert indexed(path, "melon") == store._index.batch
+        index_consistent(path)
+    finally:
+        await store.close()
+
+
+async def test_rows_another_process_inserted_are_indexed_by_the_timer(tmp_path) -> None:
+    """A node of the previous version sharing the file inserts without indexing, and its own
+    searches read the index directly: this node's timer indexes those rows too, though it
+    neither inserted nor searched anything itself."""
+    path = str(tmp_path / "shared.sqlite3")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert store._index is not None
+        await store._index.stop()
+        store._index = LazyIndex(store._write, batch=10**9, interval=0.1)
+        store._index.start()
+        other = note("u1", title="shared papaya")
+        raw_insert(path, other)  # the other process's insert: above the mark, not indexed
+        assert indexed(path, "papaya") == 0
+        for _ in range(100):
+            if indexed(path, "papaya") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert indexed(path, "papaya") == 1
         index_consistent(path)
     finally:
         await store.close()
