@@ -131,14 +131,14 @@ class Bus:
                 log.warning("unsubscribe failed (%s); the reconnect will drop it", exc)
 
     async def _send_subscribe(self, channel: str) -> None:
-        if not self.connected:
+        conn = self._conn
+        if conn is None or not self.connected:
             # The reconnect loop subscribes every held channel and then
             # re-syncs every socket, so nothing is lost by not waiting here.
             return
         waiter = asyncio.get_running_loop().create_future()
         self._pending.setdefault(channel.encode(), collections.deque()).append(waiter)
-        assert self._conn is not None
-        await self._conn.send_command("SUBSCRIBE", channel)
+        await conn.send_command("SUBSCRIBE", channel)
         await asyncio.wait_for(waiter, timeout=10)
 
     async def _connect(self) -> set[str]:
@@ -201,9 +201,11 @@ class Bus:
             await self._reconnect_with_backoff()
 
     async def _listen(self) -> None:
-        assert self._conn is not None
+        conn = self._conn
+        if conn is None:  # dropped between connecting and listening: _run reconnects
+            raise ConnectionError("bus disconnected")
         while True:
-            reply = await self._read(self._conn)
+            reply = await self._read(conn)
             kind = reply[0]
             if kind == b"message":
                 self._dispatch(reply[1], reply[2])
