@@ -256,6 +256,20 @@ def calm_p99(data: dict[str, Any], rate: str) -> str:
             f"{fmt(spread(calm), 1)} ms)")
 
 
+def disturbed(data: dict[str, Any], scenario: str, targets: tuple[str, ...]) -> str:
+    """How many of the windows a verdict compares had steal above the warning line, per target."""
+    parts = []
+    for t in targets:
+        windows = summary.runs(data, t, scenario)
+        bad = [r for r in windows if ((r.get("machine") or {}).get("steal_pct") or 0) > summary.STEAL_WARN_PCT]
+        if bad:
+            parts.append(f"{LABELS.get(t, t)} {len(bad)} of {len(windows)}")
+    if not parts:
+        return ""
+    return (f" [disturbed: windows with steal above {summary.STEAL_WARN_PCT:g}% of a core: "
+            f"{', '.join(parts)}]")
+
+
 def _verdict(data: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     ours, rate = "notisync", f"latency@{500 if 500.0 in cfg['rate'] else cfg['rate'][-1]:g}"
@@ -264,22 +278,26 @@ def _verdict(data: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     cpu = {t: _median(data, t, rate, per_notification_us) for t in ("notisync", "tornado")}
     p99 = _median(data, ours, rate, lambda r: r["latency_ms"]["p99"])
 
-    def check(ok: bool, text: str) -> None:
-        lines.append(f"- {'met' if ok else 'MISSED'}: {text}")
+    def check(ok: bool, text: str, scenario: str, targets: tuple[str, ...]) -> None:
+        lines.append(f"- {'met' if ok else 'MISSED'}: {text}{disturbed(data, scenario, targets)}")
 
     if cpu["notisync"] and cpu["tornado"]:
         x = cpu["notisync"] / cpu["tornado"]
         check(x <= CPU_VS_TORNADO, f"server + redis CPU per notification at {rate[8:]}/s ≤ {CPU_VS_TORNADO}× bare "
-              f"Tornado — measured {cpu['notisync']:.0f} µs against {cpu['tornado']:.0f} µs, {x:.2f}×")
+              f"Tornado — measured {cpu['notisync']:.0f} µs against {cpu['tornado']:.0f} µs, {x:.2f}×",
+              rate, (ours, "tornado"))
     if p99 is not None:
-        check(p99 <= P99_MS, f"p99 at {rate[8:]}/s ≤ {P99_MS:g} ms — measured {p99:.1f} ms" + calm_p99(data, rate))
+        check(p99 <= P99_MS, f"p99 at {rate[8:]}/s ≤ {P99_MS:g} ms — measured {p99:.1f} ms" + calm_p99(data, rate),
+              rate, (ours,))
     if sat["notisync"] and sat["socketio"]:
         x = sat["notisync"] / sat["socketio"]
         check(x >= SAT_VS_SOCKETIO, f"saturation ≥ {SAT_VS_SOCKETIO:g}× python-socketio + Redis — measured "
-              f"{sat['notisync']:,.0f} against {sat['socketio']:,.0f} deliveries/s, {x:.2f}×")
+              f"{sat['notisync']:,.0f} against {sat['socketio']:,.0f} deliveries/s, {x:.2f}×",
+              "saturation", (ours, "socketio"))
     if sat["notisync"] and sat["tornado"]:
         x = sat["notisync"] / sat["tornado"]
         check(x >= SAT_VS_TORNADO, f"saturation ≥ {SAT_VS_TORNADO:g}× bare Tornado — measured "
-              f"{sat['notisync']:,.0f} against {sat['tornado']:,.0f} deliveries/s, {x:.2f}×")
+              f"{sat['notisync']:,.0f} against {sat['tornado']:,.0f} deliveries/s, {x:.2f}×",
+              "saturation", (ours, "tornado"))
     return ["Targets (issue 10, this case):", "", *lines, ""] if lines else []
 

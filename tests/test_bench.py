@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from bench.common import machine_usage
-from bench.independent import calm_p99
+from bench.independent import calm_p99, disturbed
 from bench.summary import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +110,10 @@ def test_windows_the_host_took_cpu_from_are_flagged():
     for r, p99 in zip(data["results"], (30.0, 9.0)):
         r["latency_ms"] = {"p99": p99}
     assert calm_p99(data, "latency@500") == " (in the 1 window(s) with steal ≤ 3% of a core: 9.0 ms)"
+    # A verdict says how many of the windows it compares were disturbed, per server.
+    assert disturbed(data, "latency@500", ("notisync", "tornado")) == (
+        " [disturbed: windows with steal above 3% of a core: NotiSync (1 node) 1 of 2]")
+    assert disturbed(data, "saturation", ("notisync",)) == ""
 
 
 def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delivery(tmp_path):
