@@ -75,7 +75,8 @@ def line(r: dict[str, Any]) -> str:
     cpu = {k: (res.get(k) or {}).get("cpu_pct", "-") for k in ("server", "redis", "generator")}
     return (f"{r['target']:>20} run {r['run']}: {r['deliveries_per_s']:>8.0f} deliv/s, missing {r['missing']}, "
             f"CPU server {cpu['server']}% redis {cpu['redis']}% generator {cpu['generator']}%, "
-            f"machine busy {r['machine']['busy_pct']}% (others {r['machine']['others_pct']}%)")
+            f"machine busy {r['machine']['busy_pct']}% (others {r['machine']['others_pct']}%, of which steal "
+            f"{r['machine'].get('steal_pct', '-')}%)")
 
 
 def main(argv: list[str] | None = None) -> int:
