@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench import summary  # noqa: E402
 from bench.common import add_load_arguments  # noqa: E402
 from bench.driver import Generator, started  # noqa: E402
 from bench.targets import NotiSync  # noqa: E402
@@ -105,7 +106,7 @@ def measure(args: argparse.Namespace, gens: dict[str, Generator], targets: dict[
         for kind, extra in kinds:
             res = both(gens, targets, budget, kind=kind, settle=args.settle, duration=args.duration,
                        drain=args.drain, tag=f"AB{kind[0]}{run}", **extra)
-            steal = max((r.get("machine") or {}).get("steal_pct") or 0 for r in res.values())
+            steal = max(map(summary.steal, res.values()))
             line = [f"run {run} {kind:8s} load {os.getloadavg()[0]:.2f} steal {steal:.1f}%"]
             for name in targets:
                 r = res[name]

@@ -197,8 +197,7 @@ def markdown(data: dict[str, Any]) -> str:
                       fmt(at(_res("generator")))]
         mine = [r for r in data["results"] if r["target"] == t]
         load = spread([r["machine"]["loadavg"][0] for r in mine if r["machine"].get("loadavg")])
-        steal = max((r["machine"].get("steal_pct") or 0 for r in mine), default=0)
-        cells += [fmt(sat(_res("generator"))), fmt(load, 2), f"{steal:.1f}",
+        cells += [fmt(sat(_res("generator"))), fmt(load, 2), f"{max(map(summary.steal, mine), default=0):.1f}",
                   f"{sum(r['missing'] for r in mine)} / {sum(sum(r['errors'].values()) for r in mine)}"]
         rows.append("| " + " | ".join(cells) + " |")
     out += rows + [""] + _variants(data, rates) + _verdict(data, cfg)
@@ -247,10 +246,9 @@ def _median(data: dict[str, Any], target: str, scenario: str, get: Any) -> float
 
 def calm_p99(data: dict[str, Any], rate: str) -> str:
     """The p99 of NotiSync's windows without steal, shown beside (never instead of) the verdict's median."""
-    calm = [r["latency_ms"]["p99"] for r in summary.runs(data, "notisync", rate)
-            if (r.get("machine") or {}).get("steal_pct") is not None
-            and r["machine"]["steal_pct"] <= summary.STEAL_WARN_PCT]
-    if not calm or len(calm) == len(summary.runs(data, "notisync", rate)):
+    windows = summary.runs(data, "notisync", rate)
+    calm = [r["latency_ms"]["p99"] for r in windows if not summary.disturbed_window(r)]
+    if not calm or len(calm) == len(windows):
         return ""
     return (f" (in the {len(calm)} window(s) with steal ≤ {summary.STEAL_WARN_PCT:g}% of a core: "
             f"{fmt(spread(calm), 1)} ms)")
@@ -261,9 +259,9 @@ def disturbed(data: dict[str, Any], scenario: str, targets: tuple[str, ...]) -> 
     parts = []
     for t in targets:
         windows = summary.runs(data, t, scenario)
-        bad = [r for r in windows if ((r.get("machine") or {}).get("steal_pct") or 0) > summary.STEAL_WARN_PCT]
+        bad = sum(map(summary.disturbed_window, windows))
         if bad:
-            parts.append(f"{LABELS.get(t, t)} {len(bad)} of {len(windows)}")
+            parts.append(f"{LABELS.get(t, t)} {bad} of {len(windows)}")
     if not parts:
         return ""
     return (f" [disturbed: windows with steal above {summary.STEAL_WARN_PCT:g}% of a core: "

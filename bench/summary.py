@@ -194,6 +194,15 @@ def _targets(data: dict[str, Any]) -> list[str]:
 
 
 # -- warnings and verdict ------------------------------------------------------------------
+def steal(r: dict[str, Any]) -> float:
+    """A window's steal, % of a core (0 for results from before it was recorded)."""
+    return (r.get("machine") or {}).get("steal_pct") or 0.0
+
+
+def disturbed_window(r: dict[str, Any]) -> bool:
+    return steal(r) > STEAL_WARN_PCT
+
+
 def warnings(data: dict[str, Any]) -> list[str]:
     out = []
     cpus = data["environment"]["cpus"] or 1
@@ -204,9 +213,8 @@ def warnings(data: dict[str, Any]) -> list[str]:
             out.append(f"{name}: the generator used {gen:.0f}% of a core; this run measures the generator, "
                        "not the server (the server's figure is a lower bound)")
         busy = (r.get("machine") or {}).get("busy_pct") or 0
-        steal = (r.get("machine") or {}).get("steal_pct") or 0
-        if steal > STEAL_WARN_PCT and r["scenario"] != "capacity":
-            out.append(f"{name}: the host took {steal:.0f}% of a core from this machine (steal): its latency "
+        if disturbed_window(r) and r["scenario"] != "capacity":
+            out.append(f"{name}: the host took {steal(r):.0f}% of a core from this machine (steal): its latency "
                        "and throughput are disturbed")
         if busy > 95 * cpus and r["scenario"] == "saturation":
             out.append(f"{name}: the machine was {busy / cpus:.0f}% busy across {cpus} cores: all processes "
