@@ -114,7 +114,7 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
         self._writer = GroupWriter(self._run)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
-        self._index = LazyIndex(self._write)
+        self._index = LazyIndex(self._write, self._run)
         # Rows a crashed process stored but never indexed: index them now,
         # not at the first search (which would catch up all the same).
         await self._index.catch_up_soon()

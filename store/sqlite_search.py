@@ -136,15 +136,25 @@ def catch_up(conn: sqlite3.Connection, limit: int = MAX_ROWS) -> int:
     return int(top[1])
 
 
+def behind(conn: sqlite3.Connection) -> bool:
+    """Whether any row is above the mark (a plain read: no write lock, in WAL mode)."""
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM notifications WHERE rowid > {_BELOW})").fetchone()[0] == 1
+
+
 Writer = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
 
 
 class LazyIndex:
-    """When to catch up, on the event loop; each catch-up is a write through the store's group writer."""
+    """When to catch up, on the event loop; each catch-up is a write through the store's group writer.
 
-    def __init__(self, write: Writer, batch: int = BATCH, interval: float = INTERVAL,
+    ``read`` runs a function on the store's connection outside any
+    transaction: the timer's check that there is something to index.
+    """
+
+    def __init__(self, write: Writer, read: Writer, batch: int = BATCH, interval: float = INTERVAL,
                  max_rows: int = MAX_ROWS) -> None:
         self._write = write
+        self._read = read
         self.batch, self.interval, self.max_rows = batch, interval, max_rows
         self._unindexed = 0  # inserts by this process since its last catch-up began
         self._running: asyncio.Task[None] | None = None
@@ -201,7 +211,15 @@ class LazyIndex:
         # Every interval, whether or not this process inserted: another process
         # sharing the file may have (a --workers sibling, or a node of the
         # previous version, which inserts without indexing and searches the
-        # index as it is). With nothing above the mark a round is two SELECTs.
+        # index as it is). A round first looks, read-only: an idle node takes
+        # no write lock (which a sibling's insert would wait for) and writes
+        # nothing to the WAL.
         while True:
             await asyncio.sleep(self.interval)
-            self._kick()
+            try:
+                due = self._unindexed > 0 or await self._read(behind)
+            except Exception as exc:  # e.g. the store closing: the next round looks again
+                log.debug("search index check failed: %r", exc)
+                continue
+            if due:
+                self._kick()

@@ -67,7 +67,7 @@ async def lazy_store(path: str) -> SQLiteStore:
     await store.open()
     assert store._index is not None
     await store._index.stop()
-    store._index = LazyIndex(store._write, batch=10**9, interval=3600.0)
+    store._index = LazyIndex(store._write, store._run, batch=10**9, interval=3600.0)
     store._index.start()
     return store
 
@@ -222,7 +222,7 @@ async def test_rows_another_process_inserted_are_indexed_by_the_timer(tmp_path) 
     try:
         assert store._index is not None
         await store._index.stop()
-        store._index = LazyIndex(store._write, batch=10**9, interval=0.1)
+        store._index = LazyIndex(store._write, store._run, batch=10**9, interval=0.1)
         store._index.start()
         other = note("u1", title="shared papaya")
         raw_insert(path, other)  # the other process's insert: above the mark, not indexed
@@ -233,6 +233,36 @@ async def test_rows_another_process_inserted_are_indexed_by_the_timer(tmp_path) 
             await asyncio.sleep(0.05)
         assert indexed(path, "papaya") == 1
         index_consistent(path)
+    finally:
+        await store.close()
+
+
+async def test_an_idle_timer_round_opens_no_write_transaction(tmp_path) -> None:
+    """With nothing above the mark, a timer round only reads: it never takes the file's
+    write lock, which a --workers sibling (or a previous-version node) would wait on."""
+    path = str(tmp_path / "idle.sqlite3")
+    store = SQLiteStore(path)
+    await store.open()
+    writes: list[Any] = []
+
+    async def counted_write(fn: Any) -> Any:
+        writes.append(fn)
+        return await store._write(fn)
+
+    try:
+        assert store._index is not None
+        await store._index.stop()
+        store._index = LazyIndex(counted_write, store._run, batch=10**9, interval=0.05)
+        store._index.start()
+        await asyncio.sleep(0.5)  # ~10 rounds with nothing to index
+        assert writes == []
+        raw_insert(path, note("u1", title="late kiwi"))  # now there is: the next round writes
+        for _ in range(100):
+            if indexed(path, "kiwi") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert indexed(path, "kiwi") == 1
+        assert len(writes) >= 1
     finally:
         await store.close()
 
