@@ -11,6 +11,9 @@ pytest.register_assert_rewrite("tests.cli_helpers", "tests.dashboard_helpers", "
 
 from tests.harness import MongoEcoServer, Node, RedisServer
 
+# Fixtures shared by several modules (store, cli, user, nodes, stopped; dash_node, browser).
+pytest_plugins = ("tests.fixtures", "tests.dashboard_helpers")
+
 
 @pytest.fixture(scope="session")
 def node() -> Iterator[Node]:

@@ -6,8 +6,8 @@ REST client stands in for the phone. ``Tab.shot`` screenshots land in
 too unless NOTISYNC_WRITE_DOCS=1 (see ``docs_png``). Chromium missing is a
 failure, not a skip: CI installs it.
 
-A test module gets the ``dash_node`` and ``browser`` fixtures by binding them
-as its own attributes (``browser = dashboard_helpers.browser``).
+Its ``dash_node`` and ``browser`` fixtures reach every test module as a
+pytest plugin (``pytest_plugins`` in tests/conftest.py).
 """
 from __future__ import annotations
 

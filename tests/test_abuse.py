@@ -16,7 +16,7 @@ from tornado.websocket import websocket_connect
 
 from notisync.core.auth import legacy_scrypt_hash
 from tests.harness import WS, Node, call, new_user
-from tests.test_limits import start, stopped  # noqa: F401  (stopped: the fixture)
+from tests.test_limits import start
 
 
 async def until(check, timeout: float = 30.0, step: float = 0.05) -> None:

@@ -14,31 +14,15 @@ import stat
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import jwt
 import pytest
 
-from tests.cli_helpers import Cli, Result, own_node
-from tests.harness import ROOT, Node, User, call, free_port, new_user, ws_connect
+from tests.cli_helpers import Result, own_node
+from tests.harness import ROOT, User, call, free_port, new_user, ws_connect
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-async def cli(node: Node, tmp_path: Any) -> AsyncIterator[Cli]:
-    # A dir that does not exist yet: the CLI must create it, mode 0700.
-    c = Cli(node.base, str(tmp_path / "config"))
-    yield c
-    await c.kill_all()
-
-
-@pytest.fixture
-async def user(node: Node, cli: Cli) -> User:
-    """A user (made over REST) whose CLI is logged in."""
-    u = await new_user(node)
-    (await cli.run("login", "--email", u.email, "--password", u.password)).ok()
-    return u
 
 
 async def rest_notification(user: User, notification_id: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from tests.test_cli import UUID_RE, Cli, cli, user  # noqa: F401  (fixtures)
+from tests.cli_helpers import Cli
 from tests.harness import User
+from tests.test_cli import UUID_RE
 
 
 async def test_rules_list_add_test_rm(cli: Cli, user: User) -> None:

@@ -135,7 +135,8 @@ async def test_device_created_on_one_node_gets_the_next_post_on_another(redis_se
     a, b = nodes = start_nodes(redis_server)
     try:
         user = await new_user(a)
-        phone, _recipient = await user.device("mobile"), await user.device("desktop")
+        phone = await user.device("mobile")
+        await user.device("desktop")  # a recipient for the posts
         await user.post("node a now caches the device list", device=phone)
         r = await call(b, "POST", "/api/v1/devices", {"device_name": "tablet", "device_type": "web"}, token=user.token)
         assert r.status == 201, r.body
@@ -175,7 +176,8 @@ async def test_phone_revoked_on_one_node_cannot_post_on_another(redis_server):
     a, b = nodes = start_nodes(redis_server)
     try:
         user = await new_user(a)
-        phone, _recipient = await user.device("mobile"), await user.device("desktop")
+        phone = await user.device("mobile")
+        await user.device("desktop")  # a recipient for the posts
         await user.post("node a caches the phone as live", device=phone)
         assert (await call(b, "DELETE", f"/api/v1/devices/{phone}", token=user.token)).status == 204
         r = await user.call("POST", "/api/v1/notifications", {"app_name": "X", "title": "from a revoked phone"},

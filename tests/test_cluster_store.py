@@ -20,7 +20,7 @@ from store.keys import Keys
 from store.presence import Presence
 from store.shard_bus import ShardedBus
 from store.streams import Streams
-from tests.redis_topologies import ClusterSetup
+from tests.redis_cluster_topology import ClusterSetup
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,10 @@ import time
 
 from playwright.async_api import Browser, expect
 
-from tests import dashboard_helpers
 from tests.dashboard_helpers import (PASSWORD, PHONE, auth, logged_in, new_email, open_tab, phone_for, signed_up,
                                      wait_until)
 from tests.harness import ROOT, Node, call
 
-# The fixtures: pytest finds them as attributes of this module.
-browser, dash_node = dashboard_helpers.browser, dashboard_helpers.dash_node
-# test_dashboard_live.py and test_dashboard_popups.py still import these from here.
-DESKTOP, OUT, Tab = dashboard_helpers.DESKTOP, dashboard_helpers.OUT, dashboard_helpers.Tab
 
 
 # -- the scenarios -------------------------------------------------------------

@@ -11,9 +11,7 @@ import re
 from playwright.async_api import Browser, expect
 
 from tests.harness import Node, new_user
-from tests.test_dashboard import (  # noqa: F401 (fixtures)
-    OUT, PASSWORD, Tab, auth, browser, dash_node, new_email, open_tab, phone_for, wait_until,
-)
+from tests.dashboard_helpers import OUT, PASSWORD, Tab, auth, new_email, open_tab, phone_for
 
 MOBILE = {"width": 390, "height": 844}
 

@@ -13,7 +13,7 @@ from typing import Any
 from playwright.async_api import Browser, expect
 
 from tests.harness import Node, ws_connect
-from tests.test_dashboard import DESKTOP, Tab, auth, browser, dash_node, new_email, phone_for  # noqa: F401
+from tests.dashboard_helpers import DESKTOP, Tab, auth, new_email, phone_for
 
 SPY = """
 (() => {

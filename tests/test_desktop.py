@@ -18,9 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.cli_helpers import Cli
 from tests.desktop_env import Desktop, missing_tools
 from tests.harness import Node, User, new_user, ws_connect
-from tests.test_cli import Cli, cli, rest_notification, user  # noqa: F401  (fixtures)
+from tests.test_cli import rest_notification
 
 API = "/api/v1"
 

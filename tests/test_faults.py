@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,16 +22,6 @@ from tests.harness import WS, Node, User, call, new_user, ws_connect
 from tests.rawws import RawWS
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for n in started:
-        n.stop()
-    for n in started:
-        shutil.rmtree(n.data_dir, ignore_errors=True)
 
 
 def embedded_redis(node: Node) -> redis.Redis:

@@ -7,7 +7,6 @@ import os
 import shutil
 import sqlite3
 import time
-from typing import Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -16,17 +15,6 @@ from store.keys import Keys
 from store.ratelimit import RateLimit
 from tests.harness import Node, RedisServer, call, new_user, short_tmpdir, ws_connect
 from tests.rawws import RawWS
-
-
-@pytest.fixture
-def stopped() -> Iterator[list[Node]]:
-    """Nodes a test started; stopped (exit 0) and cleaned up afterwards."""
-    started: list[Node] = []
-    yield started
-    for n in started:
-        assert n.stop() == 0, n.log()
-    for n in started:
-        shutil.rmtree(n.data_dir, ignore_errors=True)
 
 
 def start(stopped: list[Node], *extra: str, **kw) -> Node:

@@ -19,7 +19,8 @@ import pytest
 
 from store.keys import Keys
 from tests.harness import WS, Node, User, call, new_user, ws_connect
-from tests.redis_topologies import ClusterSetup, all_healthy, two_nodes_on
+from tests.redis_cluster_topology import ClusterSetup
+from tests.redis_topologies import all_healthy, two_nodes_on
 from tests.test_churn import retrying, run_flow, server_state, setup_users
 
 # Posts per user: more than the Sentinel test's 150, so that on an idle

@@ -15,7 +15,8 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import MovedError
 
-from tests.redis_topologies import ClusterSetup, Proc
+from tests.redis_cluster_topology import ClusterSetup
+from tests.redis_topologies import Proc
 
 
 def started() -> Iterator[ClusterSetup]:

@@ -1,55 +1,25 @@
 """One contract suite for every DocumentStore: SQLite on a real file,
 mongomock-motor, motor over the wire against mongoeco (a MongoDB-compatible
 server, not MongoDB: see the ``mongoeco`` fixture), and a real MongoDB when
-NOTISYNC_TEST_MONGO_URL is set."""
+NOTISYNC_TEST_MONGO_URL is set (the ``store`` fixture: tests/fixtures.py)."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-from mongomock_motor import AsyncMongoMockClient
 
 from store.errors import DuplicateKey
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
-from store.mongo import MongoStore, make_client
+from store.mongo import MongoStore
 from store.sqlite import SQLiteStore
 from store.sqlite_schema import SCHEMA
 from store.sqlite_rows import encode_time
 
-MONGO_URL = os.environ.get("NOTISYNC_TEST_MONGO_URL")
 MS = dt.timedelta(milliseconds=1)
 DAY = dt.timedelta(days=1)
-BACKENDS = [
-    "sqlite",
-    "mongomock",
-    "mongoeco",
-    pytest.param(
-        "mongodb",
-        marks=pytest.mark.skipif(not MONGO_URL, reason="NOTISYNC_TEST_MONGO_URL not set"),
-    ),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[DocumentStore]:
-    if request.param == "sqlite":
-        s: DocumentStore = SQLiteStore(str(tmp_path / "db" / "notisync.sqlite3"))
-    elif request.param == "mongomock":
-        # A plain mock client hands back naive datetimes: the store must fix them.
-        s = MongoStore(AsyncMongoMockClient(), "notisync_test")
-    else:
-        url = request.getfixturevalue("mongoeco").url if request.param == "mongoeco" else MONGO_URL
-        client = make_client(url or "")
-        s = MongoStore(client, f"notisync_test_{uuid.uuid4().hex[:12]}")
-    await s.open()
-    yield s
-    if request.param in ("mongodb", "mongoeco"):
-        await client.drop_database(s.db_name)  # a fresh database per test
-    await s.close()
 
 
 def new_id() -> str:

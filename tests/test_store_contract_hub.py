@@ -13,7 +13,7 @@ from typing import Any
 from store.documents import DocumentStore, utcnow
 from store.sqlite import SQLiteStore
 from store.sqlite_schema import SCHEMA
-from tests.test_store_contract import add_user, new_id, note, store  # noqa: F401  (the fixture)
+from tests.test_store_contract import add_user, new_id, note
 
 
 def rule(user_id: str, **over: Any) -> dict[str, Any]:

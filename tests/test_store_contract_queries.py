@@ -11,9 +11,7 @@ import pytest
 
 from store.documents import DocumentStore, NotificationQuery, Record, utcnow
 from store.errors import DuplicateKey
-from tests.test_store_contract import (  # noqa: F401  (store: the fixture)
-    MS, DAY, add_user, list_ids, new_id, newest_first, note, store, virtual_now,
-)
+from tests.test_store_contract import MS, DAY, add_user, list_ids, new_id, newest_first, note, virtual_now
 
 
 async def test_pending_notifications_are_listed_oldest_first_until_cleared(store: DocumentStore) -> None:

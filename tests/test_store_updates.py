@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from store.documents import DocumentStore, utcnow
-from tests.test_store_contract import MS, add_user, note, store  # noqa: F401  (store: the fixture)
+from tests.test_store_contract import MS, add_user, note
 
 ACTIONS = [{"id": "reply", "label": "Reply", "type": "reply"}, {"id": "ok", "label": "OK", "type": "button"}]
 

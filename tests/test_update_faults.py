@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from tests.harness import Node, new_user, ws_connect
-from tests.test_faults import API, embedded_redis, nodes  # noqa: F401  (nodes: the fixture)
+from tests.test_faults import API, embedded_redis
 
 
 async def test_update_pending_when_the_node_dies_is_sent_once_after_restart(nodes) -> None:
