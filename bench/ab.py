@@ -2,6 +2,7 @@
 """Old tree against new tree, side by side in the SAME windows: CPU per notification.
 
     python bench/ab.py --old /tmp/main-checkout [--new .] [--rate 500] [--runs 5]
+    python bench/ab.py --old . --new-args "--post-rate 0"   # what one flag costs
 
 On a machine shared with other work, runs made one after another differ
 by more than most changes we want to see. Here both trees run at once
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--saturation", action="store_true", help="also a closed-loop saturation window per run")
     p.add_argument("--notisync-args", default="", help="flags for both nodes (default: none, as shipped)")
+    p.add_argument("--old-args", default="", help="flags for the old node only (after --notisync-args)")
+    p.add_argument("--new-args", default="", help="flags for the new node only: with --old . it measures a flag")
     return p.parse_args(argv)
 
 
@@ -75,11 +78,14 @@ def both(gens: dict[str, Generator], targets: dict[str, NotiSync], budget: float
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = shlex.split(args.notisync_args)
-    targets = {"old": NotiSync(flags=flags, root=args.old), "new": NotiSync(flags=flags, root=args.new)}
+    targets = {"old": NotiSync(flags=flags + shlex.split(args.old_args), root=args.old),
+               "new": NotiSync(flags=flags + shlex.split(args.new_args), root=args.new)}
     for name, target in targets.items():
         target.name = name  # both are "notisync": started() keys its generators by name
     figures: dict[str, dict[str, list[float]]] = {n: {} for n in targets}
-    print(f"old={os.path.abspath(args.old)} new={os.path.abspath(args.new)} rate={args.rate:g}/s "
+    sides = " ".join(f"{n}={os.path.abspath(root)}" + (f" [{extra}]" if extra else "")
+                     for n, root, extra in (("old", args.old, args.old_args), ("new", args.new, args.new_args)))
+    print(f"{sides} rate={args.rate:g}/s "
           f"{args.users}x{args.devices} load={os.getloadavg()}", flush=True)
     with started(list(targets.values()), args.users, args.devices,
                  loop="asyncio", frame_ids=False, resume=False) as gens:

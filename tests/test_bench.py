@@ -124,12 +124,13 @@ def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delive
     subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "ab.py"), "--old", str(other), "--users", "6",
-         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "50", "--saturation", *NO_WS_LIMIT],
+         "--runs", "1", "--duration", "1", "--settle", "0.5", "--rate", "50", "--saturation", *NO_WS_LIMIT,
+         "--new-args", "--post-rate 0"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert lines[0].startswith(f"old={other} new={ROOT}")
+    assert lines[0].startswith(f"old={other} new={ROOT} [--post-rate 0]")
     for kind in ("latency", "saturate"):
         (line,) = [ln for ln in lines if ln.startswith(f"run 0 {kind}")]
         assert line.count("missing 0") == 2 and "ERROR" not in line
