@@ -93,9 +93,12 @@ class Node:
             log.write(f"=== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ===\n".encode())
             log.flush()
             # Its own session: a Ctrl-C meant for the chaos run must not reach it first.
+            # The run registers all its users from 127.0.0.1 within a second, past the
+            # shipped 10 an hour per address; by environment, so that a checkout from
+            # before the flag existed still starts (--server-arg overrides it).
+            env = {"NOTISYNC_REGISTER_RATE": "0", **os.environ, "PYTHONPATH": self.server_dir}
             self.proc = subprocess.Popen(args, cwd=self.server_dir, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "PYTHONPATH": self.server_dir})
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = START_TIMEOUT) -> float:
         """Seconds until /health answers (200, or 503 = degraded but serving)."""

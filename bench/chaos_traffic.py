@@ -61,7 +61,7 @@ class Api:
             if status in ok:
                 return status, data
             if status == 429 and path.startswith("/api/v1/auth/"):
-                raise RuntimeError(f"{path}: 429 {data}; pass e.g. --server-arg=--register-rate=0")
+                raise RuntimeError(f"{path}: 429 {data}; the nodes' registration limit is on (see --server-arg)")
             if 0 < status < 500:
                 raise RuntimeError(f"{method} {path}: {status} {data}")
             last = f"{status} {data}"

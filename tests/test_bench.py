@@ -135,3 +135,25 @@ def test_ab_runs_two_checkouts_in_the_same_windows_and_accounts_for_every_delive
         (line,) = [ln for ln in lines if ln.startswith(f"run 0 {kind}")]
         assert line.count("missing 0") == 2 and "ERROR" not in line
     assert "missing deliveries: 0" in run.stdout and "new/old" in run.stdout
+
+
+def test_the_readme_chaos_run_passes_against_nodes_as_shipped():
+    """bench/chaos.py as the README gives it, smaller: two shipped nodes (their registration
+    limit is on by default, and the run registers every user from one address), a node
+    SIGKILLed and the embedded redis SIGKILLed under load, every delivery accounted for."""
+    run = subprocess.run(
+        # 12 users: more registrations from one address than the shipped limit allows at once.
+        [sys.executable, os.path.join(ROOT, "bench", "chaos.py"), "--users", "12", "--rate", "30",
+         "--duration", "8", "--kills", "1", "--redis-kills", "1", "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NOTISYNC_")},
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "verdict: PASS" in out
+    rows = {ln[:44].strip(): ln[44:].strip() for ln in out.splitlines() if len(ln) > 44}
+    assert rows["node kills done / planned"] == "1 / 1"
+    assert rows["redis kills done / planned"].startswith("1 / 1, not back: 0")
+    expected, received = rows["deliveries expected / received"].split(" / ")
+    assert int(expected) > 0 and received == expected
+    assert rows["LOST deliveries (notifications)"] == "0 (0)"
