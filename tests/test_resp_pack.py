@@ -29,6 +29,14 @@ def test_same_bytes_as_redis_py(cls: type, args: tuple) -> None:
     assert b"".join(bytes(c) for c in ours.pack_commands(batch)) == b"".join(bytes(c) for c in theirs.pack_commands(batch))
 
 
+def test_a_client_with_another_encoding_packs_with_it() -> None:
+    args = ("SET", "k", "café")
+    ours, theirs = fast_class(Connection)(encoding="latin-1"), Connection(encoding="latin-1")
+    packed = b"".join(bytes(c) for c in ours.pack_command(*args))
+    assert packed == b"".join(bytes(c) for c in theirs.pack_command(*args))
+    assert b"caf\xe9" in packed
+
+
 @pytest.mark.parametrize("bad", [True, None, object()])
 def test_what_redis_py_refuses_is_refused(bad: object) -> None:
     with pytest.raises(DataError):
