@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+
+from store.script_batch import ScriptBatcher
 
 # KEYS: the subject's TAT key. ARGV: emission interval (ms per token), burst.
 # Returns 0 if allowed (and takes a token), else the ms to wait for one.
@@ -52,19 +54,21 @@ return 0
 class RateLimit:
     """``rate`` events per second per subject, ``burst`` at once."""
 
-    def __init__(self, redis: Redis, rate: float, burst: float) -> None:
+    def __init__(self, redis: "Redis | RedisCluster", rate: float, burst: float) -> None:
         self.rate = rate
         self._redis = redis
         self._interval = 1000.0 / rate if rate > 0 else 0.0
         self._burst = max(1.0, burst)
-        self._script = redis.register_script(_GCRA)
+        # Checked on every post (--post-rate): the batcher's held connection
+        # and shared pipeline, as for the fan-out (store/script_batch.py).
+        self._script = ScriptBatcher(redis, redis.register_script(_GCRA), cluster=isinstance(redis, RedisCluster))
         self._give_back = redis.register_script(_GIVE_BACK)
 
     async def take(self, key: str) -> float:
         """Take one event for ``key``: 0.0 if allowed, else the seconds until one would be."""
         if not self.rate:
             return 0.0
-        wait_ms = await self._script(keys=[key], args=[repr(self._interval), repr(self._burst)])
+        wait_ms = await self._script([key], [repr(self._interval), repr(self._burst)])
         return int(wait_ms) / 1000.0
 
     async def give_back(self, key: str) -> None:
