@@ -169,7 +169,8 @@ def _res(group: str) -> Any:
 def markdown(data: dict[str, Any]) -> str:
     env, cfg = data["environment"], data["config"]
     rates = [f"latency@{r:g}" for r in cfg["rate"]]
-    flags = cfg["notisync_args"] or ("none (as shipped: --ws-rate-limit 50, burst 200; log level INFO;"
+    flags = cfg["notisync_args"] or ("none (as shipped: --ws-rate-limit 50, burst 200; --post-rate 20 per user,"
+                                     " burst 100; log level INFO;"
                                      " event loop auto: uvloop where installed, the peers on asyncio unless --uvloop)")
     out = [f"### bench/compare.py --case independent — {env['started'][:10]}, commit {env['commit']}"
            f"{' (dirty)' if env['dirty'] else ''}", "",

@@ -50,15 +50,18 @@ class NotiSync(Target):
     dialect = "spec"
     accounts = True
     catchup = True
-    # No per-socket rate limit: the phones in a saturation run send as fast as they are answered.
-    FLAGS = ["--ws-rate-limit", "0", "--log-level", "WARNING"]
+    # compare.py's own scenarios: no per-socket rate limit (the phones in a saturation run
+    # send as fast as they are answered) and no per-user post rate (the catch-up scenario
+    # posts a backlog for one user at once). flags=[] runs the node as shipped.
+    FLAGS = ["--ws-rate-limit", "0", "--post-rate", "0", "--log-level", "WARNING"]
 
     def __init__(self, nodes: int = 1, uvloop: bool = False, flags: list[str] | None = None,
                  root: str | None = None) -> None:
         super().__init__()
         self.name = "notisync" if nodes == 1 else f"notisync-{nodes}-nodes"
         data_dir = tempfile.mkdtemp(prefix="nsbench-", dir="/tmp")
-        # flags=[]: `python run.py` as shipped (rate limit 50/s, burst 200; log level INFO)
+        # flags=[]: `python run.py` as shipped (rate limit 50/s, burst 200; post rate 20/s per
+        # user, burst 100; log level INFO)
         flags = (self.FLAGS if flags is None else list(flags)) + (["--event-loop", "uvloop"] if uvloop else [])
         self.nodes = [ServerNode(flags, data_dir, root) for _ in range(nodes)]
         self.data_dir = data_dir
