@@ -71,6 +71,33 @@ async def test_the_rate_script_allows_the_burst_then_says_how_long_to_wait(redis
         await redis.aclose()
 
 
+async def _script_calls(redis: Redis) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_reserve_spares_redis_calls_and_never_lets_more_through(redis_server) -> None:
+    """A node may take a few tokens in one call and spend them locally (``reserve``): a
+    steady poster costs Redis a fraction of a call per post, and the bucket still lets
+    exactly its burst through, however the posts fall between two nodes."""
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.config_resetstat()
+        steady = RateLimit(redis, rate=1000, burst=1000, reserve=4)
+        assert [await steady.take("busy") for _ in range(40)] == [0.0] * 40
+        assert await _script_calls(redis) <= 15  # one call per post without the reserve: 40
+        # One token per 1,000 s, a burst of 5, on two nodes at once: 5 in all, whatever the order.
+        a, b = (RateLimit(redis, rate=0.001, burst=5, reserve=4) for _ in range(2))
+        waits = [await limit.take("shared") for limit in (a, b, a, b, a, b, a, b, a)]
+        assert waits.count(0.0) == 5, waits
+        assert all(990 <= w <= 1000 for w in waits if w), waits
+        # A single node alone: exactly the burst, then the wait (as without a reserve).
+        alone = RateLimit(redis, rate=0.001, burst=5, reserve=4)
+        waits = [await alone.take("alone") for _ in range(7)]
+        assert waits[:5] == [0.0] * 5 and all(990 <= w <= 1000 for w in waits[5:]), waits
+    finally:
+        await redis.aclose()
+
+
 async def test_post_rate_is_shared_by_rest_and_ws_on_every_node(stopped) -> None:
     redis = RedisServer().start()
     try:

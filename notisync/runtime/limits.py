@@ -10,6 +10,9 @@ from typing import Any
 
 # A user may post this many notifications at once before the rate applies.
 POST_BURST_FACTOR = 5.0
+# Post-rate tokens a node may take in one Redis call and spend locally within a
+# second (store/ratelimit.py): a steady poster's check then mostly skips Redis.
+POST_RESERVE = 4
 # HS256 with a short secret can be brute-forced offline from any one token.
 MIN_JWT_SECRET_BYTES = 32
 _MEMORY = re.compile(r"^\d+(b|kb|mb|gb)?$")

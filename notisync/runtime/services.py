@@ -37,7 +37,7 @@ from notisync.runtime.embedded import EmbeddedRedis
 from notisync.runtime.hygiene import secure_data_dir
 from notisync.runtime.lifecycle import Lifecycle
 from notisync.runtime.redis_topology import RedisTopology
-from notisync.runtime.limits import POST_BURST_FACTOR, login_rates
+from notisync.runtime.limits import POST_BURST_FACTOR, POST_RESERVE, login_rates
 from store.bus import Bus
 from store.shard_bus import ShardedBus
 from store.documents import DocumentStore, utcnow
@@ -128,7 +128,7 @@ class Services:
         self.passwords = Passwords(s.hash_concurrency)
         self.accounts = AccountService(store, self.sessions, self.devices, self.sign_in_limits, self.passwords)
         self.pending = PendingClears(store)
-        self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR)
+        self.post_rate = RateLimit(redis, s.post_rate, s.post_rate * POST_BURST_FACTOR, reserve=POST_RESERVE)
         self.rules = RuleService(store, redis, self.keys)
         self.notifications = NotificationService(
             store, self.fan_out, self.devices, self.pending,
