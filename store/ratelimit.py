@@ -83,6 +83,7 @@ class RateLimit:
         self._reserve = max(1, reserve)
         # key -> [tokens left, lease end (monotonic), tokens spent in this lease]
         self._leases: dict[str, list[float]] = {}
+        self._prune_at = PRUNE_AT
         # Checked on every post (--post-rate): the batcher's held connection
         # and shared pipeline, as for the fan-out (store/script_batch.py).
         self._script = ScriptBatcher(redis, redis.register_script(_GCRA), cluster=isinstance(redis, RedisCluster))
@@ -104,7 +105,7 @@ class RateLimit:
         if not taken:
             return int(wait_ms) / 1000.0
         if self._reserve > 1:
-            if len(self._leases) >= PRUNE_AT:
+            if len(self._leases) >= self._prune_at:
                 self._prune(now)
             self._leases[key] = [float(int(taken) - 1), now + LEASE, 1.0]
         return 0.0
@@ -112,6 +113,8 @@ class RateLimit:
     def _prune(self, now: float) -> None:
         for key in [k for k, lease in self._leases.items() if lease[1] < now - LEASE]:
             del self._leases[key]
+        # With that many subjects active at once, look again only once they have doubled.
+        self._prune_at = max(PRUNE_AT, 2 * len(self._leases))
 
     async def give_back(self, key: str) -> None:
         """Return the token the last ``take`` took (it did not count after all)."""

@@ -98,6 +98,20 @@ async def test_a_reserve_spares_redis_calls_and_never_lets_more_through(redis_se
         await redis.aclose()
 
 
+async def test_lapsed_reserves_are_dropped_so_memory_follows_the_active_users(redis_server) -> None:
+    redis = Redis.from_url(redis_server.url)
+    try:
+        limit = RateLimit(redis, rate=1000, burst=1000, reserve=4)
+        limit._prune_at = 3  # the node keeps PRUNE_AT (10,000) users' reserves before looking
+        for user in ("u1", "u2", "u3"):
+            await limit.take(user)
+        await asyncio.sleep(2.1)  # a second of lease, and a second more: lapsed
+        await limit.take("u4")
+        assert list(limit._leases) == ["u4"]
+    finally:
+        await redis.aclose()
+
+
 async def test_post_rate_is_shared_by_rest_and_ws_on_every_node(stopped) -> None:
     redis = RedisServer().start()
     try:
