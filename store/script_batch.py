@@ -49,8 +49,9 @@ class ScriptBatcher(Batcher[Call]):
     ``unconfirmed`` and logged."""
 
     def __init__(self, redis: "Redis | RedisCluster", script: AsyncScript, max_batch: int = MAX_BATCH,
-                 wait_replicas: int = 0, wait_ms: int = 1000, cluster: bool = False) -> None:
-        super().__init__(max_batch)
+                 wait_replicas: int = 0, wait_ms: int = 1000, cluster: bool = False,
+                 linger: float = 0.0) -> None:
+        super().__init__(max_batch, linger)
         # redis-py refuses EVALSHA in a cluster pipeline (each call may live on
         # another shard): there the calls of a batch go out side by side, each
         # routed by its keys' slot, and WAIT is not offered (a cluster's

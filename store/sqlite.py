@@ -55,8 +55,9 @@ CLEAR_CHUNK = 500
 class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
     backend = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, linger: float = 0.0) -> None:
         self.path = path
+        self._linger = linger  # seconds a write batch may wait for company under load (store/batching.py)
         self._worker: Worker | None = None
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupWriter | None = None
@@ -111,7 +112,7 @@ class SQLiteStore(SQLiteHubMixin, ContentUpdates, PhoneRows, DocumentStore):
             self._worker.stop()
             self._worker = None
             raise
-        self._writer = GroupWriter(self._run)
+        self._writer = GroupWriter(self._run, linger=self._linger)
         self._checkpointer = Checkpointer(self.path)
         self._checkpointer.start()
         self._index = LazyIndex(self._write, self._run)

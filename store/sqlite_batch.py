@@ -79,8 +79,8 @@ def _run_alone(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
 class GroupWriter(Batcher[Job]):
     """Queues write jobs on the event loop and runs them in batches via ``run``."""
 
-    def __init__(self, run: Runner, max_batch: int = MAX_BATCH) -> None:
-        super().__init__(max_batch)
+    def __init__(self, run: Runner, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
+        super().__init__(max_batch, linger)
         self._run = run
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:

@@ -176,15 +176,16 @@ class ReadResult:
 
 
 class Streams:
-    def __init__(self, redis: "Redis | RedisCluster", keys: Keys, wait_replicas: int = 0, cluster: bool = False) -> None:
+    def __init__(self, redis: "Redis | RedisCluster", keys: Keys, wait_replicas: int = 0, cluster: bool = False,
+                 linger: float = 0.0) -> None:
         self._redis = redis
         self._keys = keys
         self._cluster = cluster
         self._publish = "SPUBLISH" if cluster else "PUBLISH"
         # Concurrent fan-outs share one pipeline (see store/script_batch.py);
-        # wait_replicas: it ends with WAIT (--redis-wait).
+        # wait_replicas: it ends with WAIT (--redis-wait); linger: see store/batching.py.
         self._fanout = ScriptBatcher(redis, redis.register_script(_FANOUT), wait_replicas=wait_replicas,
-                                     cluster=cluster)
+                                     cluster=cluster, linger=linger)
         self._save_cursors = redis.register_script(_SAVE_CURSORS)
         self._read_with_epoch = redis.register_script(_READ_WITH_EPOCH)
 

@@ -45,6 +45,9 @@ class Settings(OpsSettings):
     ws_max_message_size: int = 64 * 1024
     max_body_size: int = 64 * 1024
     event_loop: str = "auto"
+    # Under load, how long a SQLite write batch or a Redis fan-out batch may
+    # wait for company (store/batching.py); 0: every batch starts at once.
+    batch_linger_ms: float = 2.0
     # Seconds an access token lives; sockets close at its expiry unless re-authenticated.
     access_token_ttl: int = 900
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -65,6 +68,11 @@ class Settings(OpsSettings):
     # Node processes behind the one port (notisync/runtime/workers.py); 1: this process serves.
     workers: int = 1
 
+    @property
+    def batch_linger(self) -> float:
+        """--batch-linger-ms in seconds."""
+        return self.batch_linger_ms / 1000.0
+
     def origin_allowed(self, origin: str | None) -> bool:
         if "*" in self.allowed_origins or not origin:
             return True
@@ -76,6 +84,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SIGNUP_MODES = ("open", "closed")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
+MAX_LINGER_MS = 50.0
 
 
 def worker_count(value: object) -> int:
@@ -103,6 +112,9 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "ws-ping-interval": ("NOTISYNC_WS_PING_INTERVAL", float, "seconds between websocket pings"),
     "ws-ping-timeout": ("NOTISYNC_WS_PING_TIMEOUT", float, "seconds to wait for a pong (at most the interval)"),
     "event-loop": ("NOTISYNC_EVENT_LOOP", str, "auto (uvloop where installed, else asyncio), asyncio or uvloop"),
+    "batch-linger-ms": ("NOTISYNC_BATCH_LINGER_MS", float,
+                        "under load (calls under 10 ms apart), ms a SQLite write batch or a Redis fan-out batch"
+                        " waits for more calls to join it (0-50; 0: never waits)"),
     "ws-rate-limit": ("NOTISYNC_WS_RATE_LIMIT", float, "frames/s a socket may send, burst 4x; 0 disables the limit"),
     "access-token-ttl": ("NOTISYNC_ACCESS_TOKEN_TTL", int, "seconds an access token lives (at least 10)"),
     "digest-interval": ("NOTISYNC_DIGEST_INTERVAL", float, "seconds between checks for due daily digests"),
@@ -208,6 +220,8 @@ def _check(settings: Settings) -> str | None:
     if settings.mongo_url and not settings.mongo_url.startswith(MONGO_SCHEMES):
         return (f"--mongo-url (NOTISYNC_MONGO_URL) must start with {' or '.join(MONGO_SCHEMES)}:"
                 f" {settings.mongo_url!r} is not a MongoDB URL")
+    if not 0 <= settings.batch_linger_ms <= MAX_LINGER_MS:
+        return f"--batch-linger-ms (NOTISYNC_BATCH_LINGER_MS) must be between 0 and {MAX_LINGER_MS:g}"
     if settings.access_token_ttl < 10:
         return "--access-token-ttl (NOTISYNC_ACCESS_TOKEN_TTL) must be at least 10 seconds"
     return check_ops(settings) or check_limits(settings) or check_redis(settings)

@@ -60,7 +60,7 @@ def make_store(settings: Settings) -> DocumentStore:
         return MongoStore.from_url(settings.mongo_url)
     from store.sqlite import SQLiteStore
 
-    return SQLiteStore(os.path.join(settings.data_dir, "notisync.sqlite3"))
+    return SQLiteStore(os.path.join(settings.data_dir, "notisync.sqlite3"), linger=settings.batch_linger)
 
 
 def client_name(settings: Settings) -> str:
@@ -107,7 +107,7 @@ class Services:
         self.keys = Keys(s.key_prefix)
         self.hub = Hub()
         cluster = isinstance(redis, RedisCluster)
-        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait, cluster=cluster)
+        self.streams = Streams(redis, self.keys, wait_replicas=s.redis_wait, cluster=cluster, linger=s.batch_linger)
         self.presence = Presence(redis, self.keys, s.presence_ttl, cluster=cluster)
         self.bus: Bus = (
             ShardedBus(redis, self.keys, s.node_id, client_name=self.client_name) if isinstance(redis, RedisCluster)
