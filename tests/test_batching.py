@@ -17,6 +17,7 @@ import pytest
 
 from store.batching import Batcher, Outcome
 from store.sqlite import SQLiteStore
+from tests.harness import Node, new_user, ws_connect
 from tests.test_store_contract import list_ids, note
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,3 +128,31 @@ def test_a_bad_linger_is_refused_at_start_with_one_line_and_exit_2(tmp_path: Any
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--batch-linger-ms" in lines[0], proc.stderr
+
+
+async def test_a_node_with_a_linger_delivers_every_notification_of_a_burst_once(tmp_path: Any) -> None:
+    node = Node(data_dir=str(tmp_path / "node"), extra=["--batch-linger-ms", "20"]).start()
+    try:
+        user = await new_user(node)
+        phone = await user.device("mobile")
+        web = await user.device("web")
+        ws = await ws_connect(node, user.token, web)
+        # Three waves of ten posts 3 ms apart: under load by the batcher's
+        # measure, so writes and fan-outs wait for company (and some queue
+        # behind a running batch).
+
+        async def post(delay: float, title: str) -> str:
+            await asyncio.sleep(delay)
+            return (await user.post(title, device=phone))["id"]
+
+        posted: list[str] = []
+        for wave in range(3):
+            posted += await asyncio.gather(*(post(0.003 * i, f"w{wave}n{i}") for i in range(10)))
+        got = [(await ws.recv_type("new_notification"))["data"]["id"] for _ in posted]
+        assert sorted(got) == sorted(posted) and len(set(got)) == len(posted)
+        await ws.expect_silence(0.3)
+        listed = await user.call("GET", "/api/v1/notifications?limit=100")
+        assert sorted(n["id"] for n in listed.body["notifications"]) == sorted(posted)
+        ws.close()
+    finally:
+        assert node.stop() == 0
