@@ -90,7 +90,7 @@ class ScriptBatcher(Batcher[Call]):
         """One write of every command, then their replies in order (a Redis error reply in its place)."""
         conn = self._conn
         if conn is None:
-            conn = self._conn = await self._checkout()
+            conn = self._conn = await self._redis.connection_pool.get_connection()
         elif _closed_by_peer(conn):
             # Closed while idle (Redis restarted, a proxy's idle timeout): what the
             # pool checks at checkout. Nothing was sent on it, so reconnecting is safe.
@@ -116,13 +116,6 @@ class ScriptBatcher(Batcher[Call]):
             await conn.disconnect()
             await self._redis.connection_pool.release(conn)
             raise
-
-    async def _checkout(self) -> AbstractConnection:
-        pool = self._redis.connection_pool
-        try:
-            return await pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants a command name
-            return await pool.get_connection("EVALSHA")  # type: ignore[call-arg]
 
     def _check_wait(self, acked: Any) -> None:
         if isinstance(acked, int) and acked >= self._wait[0]:
